@@ -1,0 +1,1 @@
+//! Workflow model and engine state machine. Knows no SQL, no HTTP, no platform names.
