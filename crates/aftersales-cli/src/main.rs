@@ -1,1 +1,206 @@
-fn main() {}
+//! The `aftersales` binary: validate and draw workflows (and, as the product grows, run
+//! the daemon and talk to it).
+
+mod catalogue;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use aftersales_core::diag::{self, Source};
+use aftersales_core::graph;
+use aftersales_core::validate::check_sources;
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "aftersales",
+    version,
+    about = "Durable after-sales workflows: refunds, returns, exchanges"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check workflow files (or directories of them) and report every problem.
+    Validate {
+        /// Files or directories; directories are searched for *.toml.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Draw a workflow as a Mermaid flowchart or a Graphviz digraph.
+    Graph {
+        /// The workflow file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate {
+            paths,
+            format,
+            deny_warnings,
+        } => validate(&paths, format, deny_warnings),
+        Command::Graph { file, format } => graph(&file, format),
+    }
+}
+
+/// Expands directories into their `*.toml` files, sorted, keeping the order given.
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found).with_context(|| format!("reading directory {}", p.display()))?;
+            found.sort();
+            if found.is_empty() {
+                bail!("no *.toml files under {}", p.display());
+            }
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_all(files: &[PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    files
+        .iter()
+        .map(|f| {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            Ok((f.display().to_string(), text))
+        })
+        .collect()
+}
+
+fn validate(
+    paths: &[PathBuf],
+    format: OutputFormat,
+    deny_warnings: bool,
+) -> anyhow::Result<ExitCode> {
+    let files = collect_files(paths)?;
+    let texts = read_all(&files)?;
+    let sources: Vec<Source> = texts.iter().map(|(n, t)| Source::new(n, t)).collect();
+    // A call must resolve when whole directories are checked; a lone file gets warnings.
+    let calls_must_resolve = paths.iter().any(|p| p.is_dir());
+    let report = check_sources(&sources, &catalogue::builtin(), calls_must_resolve);
+    let failed = report.error_count() > 0 || (deny_warnings && report.warning_count() > 0);
+    match format {
+        OutputFormat::Json => println!("{}", diag::render_json(&report.diagnostics)),
+        OutputFormat::Human => {
+            eprint!("{}", diag::render_human(&report.diagnostics));
+            if report.diagnostics.is_empty() {
+                println!("ok: {} workflow file(s) valid", files.len());
+                for (_, wf) in &report.workflows {
+                    println!("  {}  ({} steps)", wf.key(), wf.all_steps().len());
+                }
+            } else {
+                let verdict = if failed { "failed" } else { "ok" };
+                println!(
+                    "{verdict}: {} file(s), {} error(s), {} warning(s)",
+                    files.len(),
+                    report.error_count(),
+                    report.warning_count()
+                );
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {
+    // Sibling files are loaded too, so calls to other workflows resolve.
+    let mut files = vec![file.to_path_buf()];
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| d.is_dir() && !d.as_os_str().is_empty())
+    {
+        for f in collect_files(&[dir.to_path_buf()]).unwrap_or_default() {
+            if f != file {
+                files.push(f);
+            }
+        }
+    }
+    let texts = read_all(&files)?;
+    let sources: Vec<Source> = texts.iter().map(|(n, t)| Source::new(n, t)).collect();
+    let report = check_sources(&sources, &catalogue::builtin(), false);
+    let own: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.file == sources[0].name && d.is_error())
+        .cloned()
+        .collect();
+    if !own.is_empty() {
+        eprint!("{}", diag::render_human(&own));
+        eprintln!(
+            "error: {} has errors; fix them to draw its graph",
+            file.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let Some((_, wf)) = report.workflows.iter().find(|(f, _)| f == sources[0].name) else {
+        bail!("{}: no workflow found", file.display());
+    };
+    let fmt = match format {
+        GraphFormat::Mermaid => graph::Format::Mermaid,
+        GraphFormat::Dot => graph::Format::Dot,
+    };
+    print!("{}", graph::render(wf, fmt));
+    Ok(ExitCode::SUCCESS)
+}
