@@ -86,7 +86,10 @@ impl<'a> Source<'a> {
 
     /// 1-based (line, column) of a byte offset; the column counts characters.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line = match self.line_starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
@@ -124,13 +127,15 @@ impl<'a> Source<'a> {
                 let (line, column) = self.line_col(span.start);
                 let text = self.line_text(line);
                 let (_, end_col) = self.line_col(span.end.max(span.start));
-                let on_line = text.chars().count() + 1 - column;
+                let on_line = (text.chars().count() + 1).saturating_sub(column);
                 let width = if self.line_col(span.end).0 == line {
                     end_col.saturating_sub(column)
                 } else {
                     on_line
                 };
-                (line, column, width.max(1), text.to_owned())
+                // Never underline past the end of the line (plus one for "end of line").
+                let width = width.clamp(1, on_line.max(1));
+                (line, column, width, text.to_owned())
             }
             None => (0, 0, 0, String::new()),
         };
@@ -199,7 +204,7 @@ pub fn render_human(diags: &[Diagnostic]) -> String {
             let _ = writeln!(
                 out,
                 "{pad} | {}{}",
-                " ".repeat(d.column - 1),
+                " ".repeat(d.column.saturating_sub(1)),
                 "^".repeat(d.width)
             );
         }
