@@ -3,6 +3,8 @@
 //! and its full rendered diagnostics are pinned by a snapshot; every good file and every
 //! shipped workflow validates clean.
 
+#![allow(clippy::unwrap_used)] // Test helpers fail loudly by design.
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -186,7 +186,7 @@ pub struct Step {
 #[non_exhaustive]
 pub enum StepKind {
     /// Call an adapter action.
-    Task(Task),
+    Task(Box<Task>),
     /// Wait for a signal or an external event.
     Wait(Wait),
     /// A durable timer.

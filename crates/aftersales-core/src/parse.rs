@@ -808,7 +808,7 @@ fn step(cx: &mut Cx, v: &Val, in_branch: bool) -> Option<Step> {
             let pivot = t.get("pivot").and_then(|v| boolean(cx, v, "pivot"));
             let on_failure = on_failure(cx, &mut t);
             action.map(|action| {
-                StepKind::Task(Task {
+                StepKind::Task(Box::new(Task {
                     action,
                     input,
                     retry,
@@ -817,7 +817,7 @@ fn step(cx: &mut Cx, v: &Val, in_branch: bool) -> Option<Step> {
                     compensate,
                     pivot,
                     on_failure,
-                })
+                }))
             })
         }
         "wait" => t.get("wait").and_then(|v| wait(cx, v)).map(StepKind::Wait),
@@ -1232,8 +1232,8 @@ pub fn parse_workflow(src: &Source) -> (Option<Workflow>, Vec<Diagnostic>) {
         t.finish(&mut cx);
     }
     let mut steps = Vec::new();
-    match root_t.req(&mut cx, "step") {
-        Some(list) => match list.get_ref() {
+    if let Some(list) = root_t.req(&mut cx, "step") {
+        match list.get_ref() {
             DeValue::Array(items) => {
                 for s in items.iter() {
                     if let Some(s) = step(&mut cx, s, false) {
@@ -1242,8 +1242,7 @@ pub fn parse_workflow(src: &Source) -> (Option<Workflow>, Vec<Diagnostic>) {
                 }
             }
             _ => wrong_type(&mut cx, list, "step", "an array of tables ([[step]])"),
-        },
-        None => {}
+        }
     }
     root_t.finish(&mut cx);
     let wf = match (name, version) {

@@ -143,7 +143,6 @@ pub fn check_sources(
             report.diagnostics.extend(validate(wf, src, &cx));
         }
     }
-    drop(cx);
     report.workflows = parsed
         .into_iter()
         .map(|(src, wf, _)| (src.name.to_owned(), wf))
@@ -173,6 +172,8 @@ struct V<'w, 'c, 's, 'a> {
     order: Vec<&'w str>,
     diags: Vec<Diagnostic>,
     used: BTreeSet<String>,
+    /// Steps reachable from the start; ordering checks skip the others (already warned).
+    reach: BTreeSet<&'w str>,
 }
 
 /// Validates one parsed workflow.
@@ -185,12 +186,14 @@ pub fn validate(wf: &Workflow, src: &Source, cx: &Context) -> Vec<Diagnostic> {
         order: Vec::new(),
         diags: Vec::new(),
         used: BTreeSet::new(),
+        reach: BTreeSet::new(),
     };
     v.collect_nodes(&wf.steps, Scope::Top);
     v.check_transitions();
     let succ = v.successors();
     let reach = v.reachable(&succ);
     v.check_reachability(&succ, &reach);
+    v.reach = reach;
     v.check_loops(&succ);
     v.check_steps(&succ);
     v.check_saga(&succ);
@@ -476,10 +479,10 @@ impl<'w> V<'w, '_, '_, '_> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![from];
         while let Some(n) = stack.pop() {
-            if seen.insert(n) {
-                if let Some(next) = succ.get(n) {
-                    stack.extend(next.iter().copied());
-                }
+            if seen.insert(n)
+                && let Some(next) = succ.get(n)
+            {
+                stack.extend(next.iter().copied());
             }
         }
         seen
@@ -812,7 +815,9 @@ impl<'w> V<'w, '_, '_, '_> {
                             }
                         }
                     }
-                    if let Some(at) = at {
+                    if let Some(at) = at
+                        && self.reach.contains(at)
+                    {
                         let ok = (own_outputs && sid == at) || {
                             let s = sid.as_str();
                             self.nodes.get_key_value(s).is_some_and(|(&k, _)| {

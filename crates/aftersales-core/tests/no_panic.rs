@@ -1,6 +1,8 @@
 //! The parser and the validator never panic, whatever bytes they are given: arbitrary text,
 //! and shipped workflows mutated at random (bytes deleted, inserted, lines swapped).
 
+#![allow(clippy::unwrap_used)] // Test helpers fail loudly by design.
+
 use aftersales_core::catalogue::{ActionSig, Catalogue, FieldSig};
 use aftersales_core::diag::Source;
 use aftersales_core::model::ValueType;
