@@ -101,7 +101,47 @@ impl ActionSpec {
     pub fn full_name(&self) -> String {
         format!("{}.{}", self.system.as_str(), self.name)
     }
+
+    /// The full name as a static string, for capability sets and errors.
+    pub fn full_name_static(&self) -> &'static str {
+        FULL_NAMES
+            .iter()
+            .find(|n| {
+                n.split_once('.')
+                    .is_some_and(|(s, a)| s == self.system.as_str() && a == self.name)
+            })
+            .copied()
+            .unwrap_or("unknown.action")
+    }
 }
+
+/// Every catalogue action's full name; a unit test keeps it in step with [`CATALOGUE`].
+static FULL_NAMES: &[&str] = &[
+    "order.get",
+    "order.mark_after_sales",
+    "order.clear_after_sales",
+    "order.report_refund",
+    "order.close_after_sales",
+    "warehouse.intercept_shipment",
+    "warehouse.carrier_intercept",
+    "warehouse.create_return",
+    "warehouse.cancel_return",
+    "warehouse.restock",
+    "warehouse.reverse_restock",
+    "warehouse.return_to_buyer",
+    "warehouse.reserve_stock",
+    "warehouse.release_stock",
+    "warehouse.ship_replacement",
+    "fulfillment.get_consumption",
+    "fulfillment.revoke",
+    "fulfillment.regrant",
+    "fulfillment.grant",
+    "payment.refund",
+    "payment.refund_status",
+    "payment.charge",
+    "payment.insurance_claim",
+    "notify.send",
+];
 
 const fn req(name: &'static str, ty: FieldType, doc: &'static str) -> FieldSpec {
     FieldSpec {
@@ -149,10 +189,24 @@ static CATALOGUE: &[ActionSpec] = &[
                 T::String,
                 "paid | shipped | delivered | completed | cancelled",
             ),
-            req("lines", T::List, "the order lines"),
+            req(
+                "lines",
+                T::List,
+                "the order lines: [{ line_id, sku, spu, quantity, unit_price, paid, entitlement_id? }]",
+            ),
             req("paid", T::Money, "the amount paid for the whole order"),
             req("shipping_fee", T::Money, "the shipping fee paid"),
             req("payment_id", T::String, "the payment to refund against"),
+            opt(
+                "buyer_id",
+                T::String,
+                "the buyer, when the order system tells",
+            ),
+            opt(
+                "shipment",
+                T::String,
+                "not_shipped | picked | shipped | delivered, when known",
+            ),
         ],
     },
     ActionSpec {
@@ -362,6 +416,11 @@ static CATALOGUE: &[ActionSpec] = &[
                 T::String,
                 "shown to the buyer where the platform supports it",
             ),
+            opt(
+                "service_order_id",
+                T::String,
+                "the service order paying it, sent as metadata where supported",
+            ),
         ],
         outputs: &[
             req("refund_id", T::String, "the platform's refund id"),
@@ -373,12 +432,31 @@ static CATALOGUE: &[ActionSpec] = &[
         name: "refund_status",
         summary: "query the state of a refund",
         mutating: false,
-        inputs: &[req("refund_id", T::String, "the refund")],
-        outputs: &[req(
-            "status",
-            T::String,
-            "pending | succeeded | failed | canceled",
-        )],
+        inputs: &[
+            opt(
+                "refund_id",
+                T::String,
+                "the refund; or give payment_id and request_key",
+            ),
+            opt(
+                "payment_id",
+                T::String,
+                "the payment, to look a refund up by its key",
+            ),
+            opt(
+                "request_key",
+                T::String,
+                "the idempotency key of the refund call (after an unknown outcome)",
+            ),
+        ],
+        outputs: &[
+            req(
+                "status",
+                T::String,
+                "pending | requires_action | succeeded | failed | canceled | not_found",
+            ),
+            opt("refund_id", T::String, "the refund; absent when not_found"),
+        ],
     },
     ActionSpec {
         system: System::Payment,
@@ -393,6 +471,11 @@ static CATALOGUE: &[ActionSpec] = &[
             ),
             req("amount", T::Money, "the amount to charge"),
             opt("reason", T::String, "shown to the buyer"),
+            opt(
+                "service_order_id",
+                T::String,
+                "the service order charging it",
+            ),
         ],
         outputs: &[req("charge_id", T::String, "the new charge")],
     },
@@ -423,9 +506,103 @@ static CATALOGUE: &[ActionSpec] = &[
     },
 ];
 
+/// One inbound event (webhook or poll result) a workflow may wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSpec {
+    /// The event name (`payment.refund.succeeded`).
+    pub name: &'static str,
+    /// The id the event is correlated by (`refund_id`), also a payload field.
+    pub correlation: &'static str,
+    /// One line saying when it arrives.
+    pub summary: &'static str,
+    /// The payload fields the event carries.
+    pub payload: &'static [FieldSpec],
+}
+
+const REFUND_EVENT: &[FieldSpec] = &[
+    req("refund_id", T::String, "the refund"),
+    req("payment_id", T::String, "the payment refunded"),
+    opt(
+        "service_order_id",
+        T::String,
+        "the service order, when the refund named it",
+    ),
+    req("amount", T::Money, "the amount refunded"),
+    req("status", T::String, "succeeded | failed | canceled"),
+];
+
+const RETURN_EVENT: &[FieldSpec] = &[
+    req("rma_id", T::String, "the return"),
+    req("order_id", T::String, "the order the goods came from"),
+    req("service_order_id", T::String, "the service order"),
+    req(
+        "inspection_passed",
+        T::Bool,
+        "false for wrong or damaged goods",
+    ),
+    opt(
+        "note",
+        T::String,
+        "the inspector's note, when inspection failed",
+    ),
+];
+
+static EVENTS: &[EventSpec] = &[
+    EventSpec {
+        name: "payment.refund.succeeded",
+        correlation: "refund_id",
+        summary: "a pending refund reached the buyer",
+        payload: REFUND_EVENT,
+    },
+    EventSpec {
+        name: "payment.refund.failed",
+        correlation: "refund_id",
+        summary: "a pending refund failed; a new key is needed to try again",
+        payload: REFUND_EVENT,
+    },
+    EventSpec {
+        name: "payment.refund.canceled",
+        correlation: "refund_id",
+        summary: "a pending refund was cancelled",
+        payload: REFUND_EVENT,
+    },
+    EventSpec {
+        name: "warehouse.return.received",
+        correlation: "rma_id",
+        summary: "the warehouse received and inspected a return parcel",
+        payload: RETURN_EVENT,
+    },
+    EventSpec {
+        name: "warehouse.return.inspected",
+        correlation: "rma_id",
+        summary: "the warehouse finished inspecting a return (after `received`, same payload)",
+        payload: RETURN_EVENT,
+    },
+    EventSpec {
+        name: "warehouse.parcel.delivered",
+        correlation: "parcel_id",
+        summary: "a parcel the warehouse sent (replacement, return to buyer) was delivered",
+        payload: &[
+            req("parcel_id", T::String, "the parcel"),
+            req("order_id", T::String, "the order concerned"),
+        ],
+    },
+];
+
+/// Every inbound event a workflow may wait for.
+pub fn events() -> &'static [EventSpec] {
+    EVENTS
+}
+
 /// Every action a workflow may call.
 pub fn catalogue() -> &'static [ActionSpec] {
     CATALOGUE
+}
+
+/// Looks one action up by its full name, `system.action`.
+pub fn find_full(full_name: &str) -> Option<&'static ActionSpec> {
+    let (system, name) = full_name.split_once('.')?;
+    find(system, name)
 }
 
 /// Looks one action up by system and name.
@@ -454,6 +631,30 @@ mod tests {
                     f.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn full_names_follow_the_catalogue() {
+        let from_catalogue: Vec<String> = catalogue().iter().map(|a| a.full_name()).collect();
+        assert_eq!(from_catalogue, FULL_NAMES);
+        for a in catalogue() {
+            assert_eq!(a.full_name_static(), a.full_name());
+        }
+        assert_eq!(find_full("payment.refund").map(|a| a.name), Some("refund"));
+        assert!(find_full("payment").is_none());
+    }
+
+    #[test]
+    fn events_carry_their_correlation_in_the_payload() {
+        for e in events() {
+            assert!(
+                e.payload
+                    .iter()
+                    .any(|f| f.name == e.correlation && f.required),
+                "{}",
+                e.name
+            );
         }
     }
 
