@@ -8,8 +8,10 @@
 pub mod catalogue;
 pub mod diag;
 pub mod duration;
+pub mod engine;
 pub mod expr;
 pub mod graph;
 pub mod model;
 pub mod parse;
+pub mod store;
 pub mod validate;

@@ -628,10 +628,16 @@ impl<'w> V<'w, '_, '_, '_> {
         };
         match &node.step.kind {
             StepKind::Task(t) => Ok(self.cx.catalogue.get(&t.action.value).map(|a| {
-                a.outputs
+                let mut fields: Vec<(String, ValueType)> = a
+                    .outputs
                     .iter()
                     .map(|f| (f.name.clone(), f.ty.clone()))
-                    .collect()
+                    .collect();
+                // On the `on_failure` path, `error` says why the step failed.
+                if t.on_failure.is_some() && !fields.iter().any(|(n, _)| n == "error") {
+                    fields.push(("error".to_owned(), ValueType::String));
+                }
+                fields
             })),
             StepKind::Wait(w) => Ok(Some(
                 w.payload
@@ -645,6 +651,9 @@ impl<'w> V<'w, '_, '_, '_> {
                     ("status".to_owned(), ValueType::String),
                     ("reason".to_owned(), ValueType::String),
                 ];
+                if c.on_failure.is_some() {
+                    fields.push(("error".to_owned(), ValueType::String));
+                }
                 for s in child.all_steps() {
                     if let StepKind::End(e) = &s.kind {
                         for a in &e.output {

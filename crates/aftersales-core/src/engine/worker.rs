@@ -1,0 +1,941 @@
+//! The engine: deploys definitions, starts instances, delivers signals and events, and runs
+//! the worker loop that claims due instances, advances them through the [`Machine`],
+//! commits every transition, and only then dispatches the calls it decided on.
+//!
+//! The loop for one claimed instance:
+//!
+//! 1. apply the results of the previous round's calls, then [`Machine::advance`];
+//! 2. commit the new state, history, consumed messages, waits, children and the next due
+//!    time, fenced by the lease version — nothing is dispatched before this commit lands;
+//! 3. dispatch the due calls concurrently, each under its per-attempt timeout;
+//! 4. go to 1 with their results; when a round has nothing to dispatch, the commit also
+//!    releases the lease and the instance rests in the store until it is due again.
+//!
+//! A crash anywhere leaves the instance leased until the lease lapses; then any worker
+//! claims it and re-dispatches the attempt that was in flight, with the same idempotency key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use super::clock::Clock;
+use super::machine::{
+    CallResult, ChildReq, Ctx, DispatchReq, Effects, FailureClass, Machine, Target,
+};
+use super::prepare::{FieldError, prepare};
+use super::state::ExecState;
+use crate::catalogue::Catalogue;
+use crate::diag::{Diagnostic, Source, render_human};
+use crate::model::Workflow;
+use crate::parse::parse_workflow;
+use crate::store::*;
+use crate::validate::check_sources;
+
+/// One call the engine asks the adapters to make.
+#[derive(Debug, Clone)]
+pub struct ActionCall {
+    /// The instance making it.
+    pub instance_id: String,
+    /// Its business line (whose adapter set serves the call).
+    pub business_line: String,
+    /// `system.action`.
+    pub action: String,
+    /// The input object.
+    pub input: Value,
+    /// The idempotency key: the same for every attempt of this step visit.
+    pub key: String,
+}
+
+/// Carries out action calls: the bridge from the engine to the adapters. The engine wraps
+/// every call in its per-attempt timeout; an implementation classifies failures.
+#[async_trait]
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Makes one call.
+    async fn dispatch(&self, call: ActionCall) -> CallResult;
+}
+
+/// Errors of the engine's API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Workflow files did not validate; `rendered` holds every diagnostic.
+    #[error("{count} error(s) in workflow definitions:\n{rendered}")]
+    Invalid {
+        /// Number of errors.
+        count: usize,
+        /// The diagnostics, rendered for people.
+        rendered: String,
+        /// The diagnostics.
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// No such workflow (or version) is deployed.
+    #[error("workflow `{name}`{} is not deployed", version.map(|v| format!(" version {v}")).unwrap_or_default())]
+    UnknownWorkflow {
+        /// Name asked for.
+        name: String,
+        /// Version asked for.
+        version: Option<u32>,
+    },
+    /// The input does not fit the workflow's declared inputs.
+    #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidInput(Vec<FieldError>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's name in leases.
+    pub owner: String,
+    /// How long a claim lasts without renewal.
+    pub lease_ms: i64,
+    /// Instances processed at once.
+    pub concurrency: usize,
+    /// Longest idle sleep: the polling fallback when no notification comes (another node
+    /// may have made something due).
+    pub idle_poll_ms: i64,
+    /// Most rounds one claim may run before the instance is released for fairness.
+    pub max_rounds: u32,
+    /// Most commits written in one store transaction.
+    pub commit_batch: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            owner: format!("worker-{}", uuid::Uuid::now_v7()),
+            lease_ms: 60_000,
+            concurrency: 32,
+            idle_poll_ms: 5_000,
+            max_rounds: 64,
+            commit_batch: 64,
+        }
+    }
+}
+
+/// A request to start an instance.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// Workflow name.
+    pub workflow: String,
+    /// Version; the newest deployed when absent. The instance stays on it to the end.
+    pub version: Option<u32>,
+    /// Business line.
+    pub business_line: String,
+    /// Input, checked against the workflow's `[input]`.
+    pub input: Value,
+    /// Business-line parameters, checked against the workflow's `[params]`.
+    pub params: Value,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// A searchable key (the order id).
+    pub search_key: Option<String>,
+}
+
+/// The answer to a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The instance id.
+    pub id: String,
+    /// False when the idempotency key returned an existing instance.
+    pub created: bool,
+}
+
+type DefKey = (String, u32);
+
+/// The engine. Cheap to share behind an [`Arc`].
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dispatcher: Arc<dyn Dispatcher>,
+    catalogue: Catalogue,
+    defs: RwLock<HashMap<DefKey, Arc<Workflow>>>,
+    wake: Notify,
+}
+
+impl Engine {
+    /// An engine over a store, a clock and a dispatcher; `catalogue` is what deployed
+    /// workflows are validated against.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        dispatcher: Arc<dyn Dispatcher>,
+        catalogue: Catalogue,
+    ) -> Engine {
+        Engine {
+            store,
+            clock,
+            dispatcher,
+            catalogue,
+            defs: RwLock::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Validates a set of workflow files together and deploys them. A name and version
+    /// already deployed with the same content is kept; with other content it is refused
+    /// ([`StoreError::DefinitionConflict`]): running instances are pinned to it.
+    pub async fn deploy(
+        &self,
+        files: &[(String, String)],
+    ) -> Result<Vec<(String, u32)>, EngineError> {
+        let sources: Vec<Source> = files.iter().map(|(n, t)| Source::new(n, t)).collect();
+        let report = check_sources(&sources, &self.catalogue, true);
+        if !report.is_ok() {
+            let errors: Vec<Diagnostic> = report
+                .diagnostics
+                .into_iter()
+                .filter(Diagnostic::is_error)
+                .collect();
+            return Err(EngineError::Invalid {
+                count: errors.len(),
+                rendered: render_human(&errors),
+                diagnostics: errors,
+            });
+        }
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for (file, wf) in report.workflows {
+            let text = files
+                .iter()
+                .find(|(n, _)| *n == file)
+                .map(|(_, t)| t.clone())
+                .unwrap_or_default();
+            let rec = DefinitionRecord {
+                name: wf.name.value.clone(),
+                version: wf.version.value,
+                hash: hex::encode(Sha256::digest(text.as_bytes())),
+                source: text,
+                deployed_at: now,
+            };
+            self.store.put_definition(&rec).await?;
+            let key = (rec.name.clone(), rec.version);
+            self.write_defs().insert(key.clone(), Arc::new(wf));
+            out.push(key);
+        }
+        Ok(out)
+    }
+
+    fn write_defs(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<DefKey, Arc<Workflow>>> {
+        self.defs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_defs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DefKey, Arc<Workflow>>> {
+        self.defs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads every definition in the store that this process has not parsed yet (deployed
+    /// by another node, or by an earlier run whose files have changed since).
+    async fn load_definitions(&self) -> Result<(), EngineError> {
+        for d in self.store.definitions().await? {
+            let key = (d.name.clone(), d.version);
+            if self.read_defs().contains_key(&key) {
+                continue;
+            }
+            let origin = format!("<stored {}@{}>", d.name, d.version);
+            let (wf, diags) = parse_workflow(&Source::new(&origin, &d.source));
+            match wf {
+                Some(wf) if !diags.iter().any(Diagnostic::is_error) => {
+                    self.write_defs().insert(key, Arc::new(wf));
+                }
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "stored definition {}@{} no longer parses: {}",
+                        d.name,
+                        d.version,
+                        render_human(&diags)
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The definition an instance is pinned to, or the newest of a name.
+    pub async fn definition(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        if let Some(d) = self.lookup(name, version) {
+            return Ok(d);
+        }
+        self.load_definitions().await?;
+        self.lookup(name, version)
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.to_owned(),
+                version,
+            })
+    }
+
+    fn lookup(&self, name: &str, version: Option<u32>) -> Option<Arc<Workflow>> {
+        let defs = self.read_defs();
+        match version {
+            Some(v) => defs.get(&(name.to_owned(), v)).cloned(),
+            None => defs
+                .iter()
+                .filter(|((n, _), _)| n == name)
+                .max_by_key(|((_, v), _)| *v)
+                .map(|(_, d)| d.clone()),
+        }
+    }
+
+    /// Every deployed definition, newest version last.
+    pub async fn workflows(&self) -> Result<Vec<Arc<Workflow>>, EngineError> {
+        self.load_definitions().await?;
+        let mut all: Vec<Arc<Workflow>> = self.read_defs().values().cloned().collect();
+        all.sort_by(|a, b| (&a.name.value, a.version.value).cmp(&(&b.name.value, b.version.value)));
+        Ok(all)
+    }
+
+    /// Starts an instance, or returns the one its idempotency key started before (the same
+    /// request) — a different request under a used key is [`StoreError::KeyConflict`].
+    pub async fn start(&self, req: StartRequest) -> Result<Started, EngineError> {
+        let def = self.definition(&req.workflow, req.version).await?;
+        let request_hash = request_hash(&req);
+        let mut errors = Vec::new();
+        let input = prepare("input", &def.inputs, &req.input, false).unwrap_or_else(|e| {
+            errors.extend(e);
+            Value::Null
+        });
+        let params = prepare("params", &def.params, &req.params, true).unwrap_or_else(|e| {
+            errors.extend(e);
+            Value::Null
+        });
+        if !errors.is_empty() {
+            return Err(EngineError::InvalidInput(errors));
+        }
+        let now = self.clock.now_ms();
+        let id = uuid::Uuid::now_v7().to_string();
+        let new = new_instance(NewInstanceParts {
+            id,
+            idempotency_key: req.idempotency_key.clone(),
+            request_hash,
+            def: &def,
+            business_line: req.business_line.clone(),
+            input,
+            params,
+            parent_id: None,
+            search_key: req.search_key.clone(),
+            now,
+        })?;
+        let created = self.store.create_instance(new).await?;
+        if matches!(created, Created::New(_)) {
+            self.wake.notify_one();
+        }
+        Ok(Started {
+            id: created.id().to_owned(),
+            created: matches!(created, Created::New(_)),
+        })
+    }
+
+    /// Sends a signal to an instance. The same `dedupe_id` twice is recorded once.
+    pub async fn signal(
+        &self,
+        instance_id: &str,
+        name: &str,
+        dedupe_id: &str,
+        payload: Value,
+    ) -> Result<Delivered, EngineError> {
+        self.deliver(Delivery::Signal {
+            instance_id: instance_id.to_owned(),
+            name: name.to_owned(),
+            dedupe_id: dedupe_id.to_owned(),
+            payload,
+        })
+        .await
+    }
+
+    /// Delivers an external event to whichever instance waits on `(name, correlation)`; one
+    /// that arrives before its wait is kept until the wait registers.
+    pub async fn event(
+        &self,
+        name: &str,
+        correlation: &str,
+        dedupe_id: &str,
+        payload: Value,
+    ) -> Result<Delivered, EngineError> {
+        self.deliver(Delivery::Event {
+            name: name.to_owned(),
+            correlation: correlation.to_owned(),
+            dedupe_id: dedupe_id.to_owned(),
+            payload,
+        })
+        .await
+    }
+
+    /// Asks an instance to cancel: it compensates what it did, in reverse, and ends
+    /// `cancelled` — unless it has passed its point of no return.
+    pub async fn cancel(&self, instance_id: &str, reason: &str) -> Result<Delivered, EngineError> {
+        self.deliver(Delivery::Cancel {
+            instance_id: instance_id.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+
+    async fn deliver(&self, d: Delivery) -> Result<Delivered, EngineError> {
+        let out = self.store.deliver(d, self.clock.now_ms()).await?;
+        if matches!(out, Delivered::Accepted(_)) {
+            self.wake.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// One instance.
+    pub async fn get(&self, id: &str) -> Result<Option<InstanceRecord>, EngineError> {
+        Ok(self.store.get_instance(id).await?)
+    }
+
+    /// An instance's history, oldest first.
+    pub async fn history(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, EngineError> {
+        Ok(self.store.history(id, after_seq, limit).await?)
+    }
+
+    /// Wakes an idle worker (after something became due by another path).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs due instances until none is due at the clock's current time. For tests and
+    /// tools; the daemon uses [`Engine::run`].
+    pub async fn run_until_idle(
+        self: &Arc<Self>,
+        cfg: &WorkerConfig,
+    ) -> Result<usize, EngineError> {
+        let mut total = 0;
+        let sink = CommitSink::Direct(self.store.clone());
+        let (_tx, stop) = watch::channel(false);
+        loop {
+            let now = self.clock.now_ms();
+            let claimed = self
+                .store
+                .claim_due(&cfg.owner, now, cfg.lease_ms, cfg.concurrency)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            total += claimed.len();
+            let mut set = JoinSet::new();
+            for c in claimed {
+                let engine = self.clone();
+                let sink = sink.clone();
+                let stop = stop.clone();
+                let cfg = cfg.clone();
+                set.spawn(async move { engine.process(c, &sink, &cfg, &stop).await });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    /// The worker loop: claims due instances up to `cfg.concurrency` at a time, processes
+    /// them, and sleeps when idle until the next due time, a notification, or the polling
+    /// fallback. Returns after `shutdown` turns true and in-flight instances are committed.
+    pub async fn run(self: Arc<Self>, cfg: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
+        let (sink, committer) = CommitSink::batched(self.store.clone(), cfg.commit_batch);
+        let mut set: JoinSet<()> = JoinSet::new();
+        let mut backoff_ms: u64 = 100;
+        loop {
+            let stopping = *shutdown.borrow();
+            if stopping {
+                break;
+            }
+            let free = cfg.concurrency.saturating_sub(set.len());
+            let mut claimed_n = 0;
+            if free > 0 {
+                let now = self.clock.now_ms();
+                match self
+                    .store
+                    .claim_due(&cfg.owner, now, cfg.lease_ms, free)
+                    .await
+                {
+                    Ok(claimed) => {
+                        backoff_ms = 100;
+                        claimed_n = claimed.len();
+                        for c in claimed {
+                            let engine = self.clone();
+                            let sink = sink.clone();
+                            let stop = shutdown.clone();
+                            let cfg = cfg.clone();
+                            set.spawn(async move { engine.process(c, &sink, &cfg, &stop).await });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming due instances failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        backoff_ms = (backoff_ms * 2).min(5_000);
+                        continue;
+                    }
+                }
+            }
+            if claimed_n > 0 && claimed_n == free {
+                // Possibly more due: claim again as soon as a slot frees up.
+                if set.len() >= cfg.concurrency {
+                    tokio::select! {
+                        _ = set.join_next() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                continue;
+            }
+            // Nothing more due now: sleep until something is.
+            let now = self.clock.now_ms();
+            let next = self.store.next_due_at(now).await.ok().flatten();
+            let until = next.map_or(now + cfg.idle_poll_ms, |n| n.min(now + cfg.idle_poll_ms));
+            if until <= now && set.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                _ = self.clock.sleep_until(until.max(now + 1)) => {}
+                _ = self.wake.notified() => {}
+                Some(_) = set.join_next(), if !set.is_empty() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        while set.join_next().await.is_some() {}
+        drop(sink);
+        let _ = committer.await;
+    }
+
+    /// Processes one claimed instance until it has nothing to dispatch.
+    async fn process(
+        &self,
+        claimed: Claimed,
+        sink: &CommitSink,
+        cfg: &WorkerConfig,
+        stop: &watch::Receiver<bool>,
+    ) {
+        let id = claimed.instance.id.clone();
+        if let Err(e) = self.process_inner(claimed, sink, cfg, stop).await {
+            tracing::error!(instance = %id, error = %e, "processing an instance failed; it stays leased until the lease lapses");
+        }
+    }
+
+    async fn process_inner(
+        &self,
+        claimed: Claimed,
+        sink: &CommitSink,
+        cfg: &WorkerConfig,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), EngineError> {
+        let rec = claimed.instance;
+        let lease_version = claimed.lease_version;
+        let mut lease_until = self.clock.now_ms() + cfg.lease_ms;
+        let mut inbox = claimed.inbox;
+        let def = match self.definition(&rec.workflow, Some(rec.version)).await {
+            Ok(d) => d,
+            Err(e) => {
+                return self
+                    .park_broken(&rec, lease_version, claimed.wake, sink, e.to_string())
+                    .await;
+            }
+        };
+        let mut st: ExecState = match serde_json::from_value(rec.state.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .park_broken(
+                        &rec,
+                        lease_version,
+                        claimed.wake,
+                        sink,
+                        format!("state does not decode: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let mut results: Vec<(Target, CallResult)> = Vec::new();
+        let mut rounds = 0u32;
+        loop {
+            rounds += 1;
+            let now = self.clock.now_ms();
+            let cx = Ctx {
+                instance_id: &rec.id,
+                def: &def,
+                business_line: &rec.business_line,
+                input: &rec.input,
+                params: &rec.params,
+                started_at: rec.created_at,
+                now,
+            };
+            let m = Machine::new(&cx);
+            let mut fx = Effects::default();
+            for (target, result) in results.drain(..) {
+                m.apply(&mut st, target, result, &mut fx);
+            }
+            m.advance(&mut st, &inbox, &mut fx);
+            let mut children = Vec::new();
+            // Children that cannot start fail their call step at once.
+            let mut guard = 0;
+            while !fx.children.is_empty() && guard < 100 {
+                guard += 1;
+                for c in std::mem::take(&mut fx.children) {
+                    match self.child_instance(&rec, &c, now).await {
+                        Ok(ni) => children.push(ni),
+                        Err(why) => {
+                            let msg = InboxMessage {
+                                id: -1,
+                                kind: MessageKind::ChildDone,
+                                name: "child.done".to_owned(),
+                                correlation: Some(c.id.clone()),
+                                dedupe_id: format!("child-not-started-{}", c.id),
+                                payload: json!({"status": "failed", "reason": format!("could not start: {why}")}),
+                                received_at: now,
+                            };
+                            m.advance(&mut st, std::slice::from_ref(&msg), &mut fx);
+                        }
+                    }
+                }
+            }
+            fx.consumed.retain(|id| *id >= 0);
+            inbox.retain(|msg| !fx.consumed.contains(&msg.id));
+            let stopping = *stop.borrow() || rounds >= cfg.max_rounds;
+            let mut dispatches = std::mem::take(&mut fx.dispatches);
+            if stopping {
+                // Leave them scheduled (due now) for whoever claims next.
+                dispatches.clear();
+            }
+            m.mark_in_flight(&mut st, &dispatches);
+            let release = dispatches.is_empty();
+            let status = st
+                .end
+                .as_ref()
+                .map_or(InstanceStatus::Running, |e| e.status);
+            let notify_parent = match (&st.end, &rec.parent_id) {
+                (Some(end), Some(parent)) => Some((
+                    parent.clone(),
+                    json!({"status": end.status.as_str(), "reason": end.reason, "output": end.output}),
+                )),
+                _ => None,
+            };
+            let due_at = m.next_due(&st);
+            let commit = Commit {
+                instance_id: rec.id.clone(),
+                lease_version,
+                status,
+                state: serde_json::to_value(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                due_at,
+                release,
+                needs_attention: st.needs_attention,
+                history: fx.history,
+                consumed: fx.consumed,
+                waits: m.waits(&st),
+                children,
+                notify_parent,
+                cancel_children: fx.cancel_children,
+                wake_seen: claimed.wake,
+                now,
+            };
+            match sink.commit(commit).await? {
+                CommitOutcome::Applied => {}
+                CommitOutcome::Fenced => {
+                    tracing::warn!(instance = %rec.id, "lease lost to another worker; dropping this copy");
+                    return Ok(());
+                }
+            }
+            if release {
+                return Ok(());
+            }
+            // Hold the lease for as long as the slowest call may take.
+            let longest = dispatches.iter().map(|d| d.timeout_ms).max().unwrap_or(0);
+            let now = self.clock.now_ms();
+            if now + longest + 5_000 > lease_until {
+                let want = cfg.lease_ms.max(longest + 10_000);
+                let held = self
+                    .store
+                    .renew_leases(&cfg.owner, std::slice::from_ref(&rec.id), now, want)
+                    .await?;
+                if held.is_empty() {
+                    tracing::warn!(instance = %rec.id, "lease lapsed before dispatch; leaving it to the next owner");
+                    return Ok(());
+                }
+                lease_until = now + want;
+            }
+            results = self.dispatch_all(&rec, dispatches).await;
+        }
+    }
+
+    async fn dispatch_all(
+        &self,
+        rec: &InstanceRecord,
+        dispatches: Vec<DispatchReq>,
+    ) -> Vec<(Target, CallResult)> {
+        let mut set = JoinSet::new();
+        for (i, d) in dispatches.into_iter().enumerate() {
+            let dispatcher = self.dispatcher.clone();
+            let call = ActionCall {
+                instance_id: rec.id.clone(),
+                business_line: rec.business_line.clone(),
+                action: d.action.clone(),
+                input: d.input.clone(),
+                key: d.key.clone(),
+            };
+            let target = d.target;
+            let timeout = std::time::Duration::from_millis(d.timeout_ms.max(1) as u64);
+            set.spawn(async move {
+                let r = match tokio::time::timeout(timeout, dispatcher.dispatch(call)).await {
+                    Ok(r) => r,
+                    Err(_) => CallResult::Failed {
+                        class: FailureClass::Timeout,
+                        message: format!("no answer within {} ms", timeout.as_millis()),
+                    },
+                };
+                (i, target, r)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!(error = %e, "a dispatch task panicked"),
+            }
+        }
+        out.sort_by_key(|(i, _, _)| *i);
+        out.into_iter().map(|(_, t, r)| (t, r)).collect()
+    }
+
+    /// An instance that cannot run (its definition is gone, its state does not decode):
+    /// flag it for a person, record why, and look again in an hour.
+    async fn park_broken(
+        &self,
+        rec: &InstanceRecord,
+        lease_version: i64,
+        wake: i64,
+        sink: &CommitSink,
+        why: String,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now_ms();
+        tracing::error!(instance = %rec.id, reason = %why, "instance cannot run; flagged for a person");
+        sink.commit(Commit {
+            instance_id: rec.id.clone(),
+            lease_version,
+            status: rec.status,
+            state: rec.state.clone(),
+            due_at: Some(now + 3_600_000),
+            release: true,
+            needs_attention: true,
+            history: vec![NewHistory {
+                at: now,
+                kind: "instance_stuck".to_owned(),
+                step: None,
+                attempt: None,
+                data: json!({"reason": why}),
+            }],
+            consumed: Vec::new(),
+            waits: Vec::new(),
+            children: Vec::new(),
+            notify_parent: None,
+            cancel_children: Vec::new(),
+            wake_seen: wake,
+            now,
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn child_instance(
+        &self,
+        parent: &InstanceRecord,
+        c: &ChildReq,
+        now: i64,
+    ) -> Result<NewInstance, String> {
+        let def = self
+            .definition(&c.workflow, c.version)
+            .await
+            .map_err(|e| e.to_string())?;
+        let input = prepare("input", &def.inputs, &c.input, false).map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let params = prepare("params", &def.params, &parent.params, true).map_err(|errs| {
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        new_instance(NewInstanceParts {
+            id: c.id.clone(),
+            idempotency_key: None,
+            request_hash: String::new(),
+            def: &def,
+            business_line: parent.business_line.clone(),
+            input,
+            params,
+            parent_id: Some(parent.id.clone()),
+            search_key: parent.search_key.clone(),
+            now,
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+struct NewInstanceParts<'a> {
+    id: String,
+    idempotency_key: Option<String>,
+    request_hash: String,
+    def: &'a Workflow,
+    business_line: String,
+    input: Value,
+    params: Value,
+    parent_id: Option<String>,
+    search_key: Option<String>,
+    now: i64,
+}
+
+fn new_instance(p: NewInstanceParts<'_>) -> Result<NewInstance, EngineError> {
+    let start = p.def.start_id().unwrap_or_default().to_owned();
+    let state = serde_json::to_value(ExecState::new(&start))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let history = vec![NewHistory {
+        at: p.now,
+        kind: "instance_started".to_owned(),
+        step: None,
+        attempt: None,
+        data: json!({
+            "workflow": p.def.name.value,
+            "version": p.def.version.value,
+            "business_line": p.business_line,
+            "input": p.input,
+            "parent": p.parent_id,
+        }),
+    }];
+    Ok(NewInstance {
+        id: p.id,
+        idempotency_key: p.idempotency_key,
+        request_hash: p.request_hash,
+        workflow: p.def.name.value.clone(),
+        version: p.def.version.value,
+        business_line: p.business_line,
+        input: p.input,
+        params: p.params,
+        state,
+        parent_id: p.parent_id,
+        search_key: p.search_key,
+        now: p.now,
+        history,
+    })
+}
+
+/// SHA-256 of the request as the caller made it, with object keys sorted, so the same
+/// request under the same key is recognised and a different one is refused.
+fn request_hash(req: &StartRequest) -> String {
+    let canonical = canonical(&json!({
+        "workflow": req.workflow,
+        "version": req.version,
+        "business_line": req.business_line,
+        "input": req.input,
+        "params": req.params,
+        "search_key": req.search_key,
+    }));
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Where the worker's commits go: straight to the store, or through the group committer.
+#[derive(Clone)]
+enum CommitSink {
+    Direct(Arc<dyn Store>),
+    Batched(mpsc::Sender<(Commit, oneshot::Sender<Result<CommitOutcome, StoreError>>)>),
+}
+
+impl CommitSink {
+    /// A sink feeding a committer task that writes whatever has queued up in one store
+    /// call: under load many instances share a transaction (group commit); when quiet
+    /// each commit goes alone, with no added delay.
+    fn batched(store: Arc<dyn Store>, max: usize) -> (CommitSink, tokio::task::JoinHandle<()>) {
+        type Item = (Commit, oneshot::Sender<Result<CommitOutcome, StoreError>>);
+        let (tx, mut rx) = mpsc::channel::<Item>(max.max(1) * 4);
+        let handle = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < max.max(1) {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (commits, replies): (Vec<Commit>, Vec<_>) = batch.into_iter().unzip();
+                match store.commit(commits).await {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        (CommitSink::Batched(tx), handle)
+    }
+
+    async fn commit(&self, c: Commit) -> Result<CommitOutcome, StoreError> {
+        match self {
+            CommitSink::Direct(store) => store.commit(vec![c]).await?.pop().ok_or_else(|| {
+                StoreError::Corrupt("the store returned no commit outcome".to_owned())
+            }),
+            CommitSink::Batched(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send((c, reply))
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the committer has stopped".to_owned()))?;
+                rx.await
+                    .map_err(|_| StoreError::Unavailable("the committer has stopped".to_owned()))?
+            }
+        }
+    }
+}

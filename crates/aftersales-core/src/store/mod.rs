@@ -1,0 +1,459 @@
+//! The persistence contract of the engine: what a store must do, not how.
+//!
+//! The engine talks to storage only through [`Store`]. `aftersales-store` implements it on
+//! SQLite and PostgreSQL; [`memory::MemoryStore`] is the reference implementation the engine's
+//! own tests run on. Every method names an instance (or a correlation key that leads to
+//! one), so instances can later be partitioned by shard.
+//!
+//! Times are unix milliseconds taken from the engine's clock and passed in: a store never
+//! reads the wall clock itself.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Errors a store reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The same idempotency key was used before with a different request.
+    #[error(
+        "idempotency key `{key}` was already used for a different request (instance {existing})"
+    )]
+    KeyConflict {
+        /// The key.
+        key: String,
+        /// The instance it started.
+        existing: String,
+    },
+    /// A definition with this name and version exists with different content.
+    #[error(
+        "workflow `{name}@{version}` is already deployed with different content; deploy a new version"
+    )]
+    DefinitionConflict {
+        /// Workflow name.
+        name: String,
+        /// Version.
+        version: u32,
+    },
+    /// The database is unreachable or refused the operation; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Data in the store could not be decoded (a bug or a corrupted row).
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+}
+
+/// The lifecycle status of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Running, waiting or sleeping.
+    Running,
+    /// Ended `completed`.
+    Completed,
+    /// Ended `rejected`.
+    Rejected,
+    /// Ended `closed`.
+    Closed,
+    /// Ended `failed` (a person should look).
+    Failed,
+    /// Cancelled on request, after compensation.
+    Cancelled,
+}
+
+impl InstanceStatus {
+    /// The name stored and shown.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "running",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Rejected => "rejected",
+            InstanceStatus::Closed => "closed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<InstanceStatus> {
+        Some(match s {
+            "running" => InstanceStatus::Running,
+            "completed" => InstanceStatus::Completed,
+            "rejected" => InstanceStatus::Rejected,
+            "closed" => InstanceStatus::Closed,
+            "failed" => InstanceStatus::Failed,
+            "cancelled" => InstanceStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True once the instance has ended.
+    pub fn is_final(&self) -> bool {
+        *self != InstanceStatus::Running
+    }
+}
+
+/// A workflow definition as deployed: instances are pinned to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionRecord {
+    /// Workflow name.
+    pub name: String,
+    /// Version.
+    pub version: u32,
+    /// The TOML source, so an instance can finish on it after the file is gone.
+    pub source: String,
+    /// SHA-256 of the source, hex.
+    pub hash: String,
+    /// When it was first deployed.
+    pub deployed_at: i64,
+}
+
+/// A request to start an instance.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance id (UUID v7, or derived from the parent for children).
+    pub id: String,
+    /// The caller's idempotency key: the same key returns the same instance.
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the canonical request, to tell a repeat from a conflicting reuse.
+    pub request_hash: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Pinned version.
+    pub version: u32,
+    /// The business line it runs for.
+    pub business_line: String,
+    /// Validated input.
+    pub input: Value,
+    /// The business line's parameters, frozen at start.
+    pub params: Value,
+    /// The engine's initial execution state.
+    pub state: Value,
+    /// The parent instance, for sub-workflows.
+    pub parent_id: Option<String>,
+    /// A searchable key (the order id), optional.
+    pub search_key: Option<String>,
+    /// Creation time.
+    pub now: i64,
+    /// The first history event.
+    pub history: Vec<NewHistory>,
+}
+
+/// The outcome of [`Store::create_instance`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// A new instance was stored.
+    New(String),
+    /// The idempotency key was used before with the same request: the existing instance.
+    Existing(String),
+}
+
+impl Created {
+    /// The instance id either way.
+    pub fn id(&self) -> &str {
+        match self {
+            Created::New(id) | Created::Existing(id) => id,
+        }
+    }
+}
+
+/// An instance as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// Id.
+    pub id: String,
+    /// Parent instance, for sub-workflows.
+    pub parent_id: Option<String>,
+    /// Workflow name.
+    pub workflow: String,
+    /// Pinned version.
+    pub version: u32,
+    /// Business line.
+    pub business_line: String,
+    /// Status.
+    pub status: InstanceStatus,
+    /// The caller's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Searchable key.
+    pub search_key: Option<String>,
+    /// Input.
+    pub input: Value,
+    /// Parameters.
+    pub params: Value,
+    /// The engine's execution state (opaque to the store).
+    pub state: Value,
+    /// When the engine wants to look at it next; `None` when finished.
+    pub due_at: Option<i64>,
+    /// Flagged for a person (a compensation that could not succeed, a step failed past the
+    /// pivot).
+    pub needs_attention: bool,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last update.
+    pub updated_at: i64,
+}
+
+/// A message waiting in an instance's inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// Store-assigned id, increasing per instance.
+    pub id: i64,
+    /// What kind of message.
+    pub kind: MessageKind,
+    /// Signal or event name (`merchant.decision`, `warehouse.return.received`).
+    pub name: String,
+    /// The correlation key of an event.
+    pub correlation: Option<String>,
+    /// The sender's dedupe id.
+    pub dedupe_id: String,
+    /// Payload.
+    pub payload: Value,
+    /// When it arrived.
+    pub received_at: i64,
+}
+
+/// Kinds of inbox message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A signal sent to the instance by id.
+    Signal,
+    /// An external event correlated by key.
+    Event,
+    /// A child instance finished (payload: status, reason, output).
+    ChildDone,
+    /// A request to cancel.
+    Cancel,
+}
+
+/// Something to deliver to instances.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A signal to one instance.
+    Signal {
+        /// The instance.
+        instance_id: String,
+        /// Signal name.
+        name: String,
+        /// The sender's dedupe id: the same id twice is recorded once.
+        dedupe_id: String,
+        /// Payload.
+        payload: Value,
+    },
+    /// An event for whichever instance waits on `(name, correlation)`; kept until one does.
+    Event {
+        /// Event name.
+        name: String,
+        /// Correlation key.
+        correlation: String,
+        /// The platform's event id.
+        dedupe_id: String,
+        /// Payload.
+        payload: Value,
+    },
+    /// A cancellation request.
+    Cancel {
+        /// The instance.
+        instance_id: String,
+        /// Why, for the history.
+        reason: String,
+    },
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// Stored in these instances' inboxes; they are due now.
+    Accepted(Vec<String>),
+    /// An event no instance waits for yet: kept, handed over when one registers.
+    Buffered,
+    /// The same dedupe id was delivered before; nothing changed.
+    Duplicate,
+    /// No such instance.
+    UnknownInstance,
+    /// The instance has ended; nothing changed.
+    Finished(InstanceStatus),
+}
+
+/// An instance claimed by a worker, with its inbox.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The instance.
+    pub instance: InstanceRecord,
+    /// The lease version: every commit must present it (fencing).
+    pub lease_version: i64,
+    /// Unconsumed inbox messages, oldest first.
+    pub inbox: Vec<InboxMessage>,
+    /// The instance's wake counter at claim time: every message put in its inbox bumps it.
+    /// A commit hands it back; if it moved meanwhile, a message arrived that this worker has
+    /// not seen, and the store keeps the instance due now instead of the committed `due_at`.
+    pub wake: i64,
+}
+
+/// A history event to append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewHistory {
+    /// When.
+    pub at: i64,
+    /// What happened (`step_completed`, `signal_received`, ...).
+    pub kind: String,
+    /// The step concerned.
+    pub step: Option<String>,
+    /// The attempt concerned.
+    pub attempt: Option<u32>,
+    /// Details.
+    pub data: Value,
+}
+
+/// A history event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// Sequence number within the instance, from 1.
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: NewHistory,
+}
+
+/// One instance's state change, applied atomically and fenced by the lease version.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The instance.
+    pub instance_id: String,
+    /// The lease version from the claim; a newer claim makes this commit fail.
+    pub lease_version: i64,
+    /// New status.
+    pub status: InstanceStatus,
+    /// New execution state.
+    pub state: Value,
+    /// Next time to look at it (`None` once finished).
+    pub due_at: Option<i64>,
+    /// Give up the lease (the worker is done with it for now).
+    pub release: bool,
+    /// Flag for a person.
+    pub needs_attention: bool,
+    /// History to append.
+    pub history: Vec<NewHistory>,
+    /// Inbox messages consumed.
+    pub consumed: Vec<i64>,
+    /// The complete set of `(event name, correlation key)` this instance now waits on.
+    pub waits: Vec<(String, String)>,
+    /// Children to create (ignored when an instance with the id exists).
+    pub children: Vec<NewInstance>,
+    /// On finishing, a message for the parent: `(parent id, payload)`.
+    pub notify_parent: Option<(String, Value)>,
+    /// Cancel requests to deliver to these children.
+    pub cancel_children: Vec<String>,
+    /// The wake counter from the claim (see [`Claimed::wake`]).
+    pub wake_seen: i64,
+    /// Commit time.
+    pub now: i64,
+}
+
+/// The result of one [`Commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Applied.
+    Applied,
+    /// Another worker claimed the instance since; nothing was written.
+    Fenced,
+}
+
+/// Filters for [`Store::list_instances`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<InstanceStatus>,
+    /// Only this business line.
+    pub business_line: Option<String>,
+    /// Only this workflow.
+    pub workflow: Option<String>,
+    /// Only this search key.
+    pub search_key: Option<String>,
+    /// Created at or after.
+    pub created_from: Option<i64>,
+    /// Created before.
+    pub created_to: Option<i64>,
+    /// Only instances flagged for a person.
+    pub needs_attention: Option<bool>,
+    /// Continue after this id (ids sort by creation time).
+    pub after_id: Option<String>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Counts for metrics and readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Instances running (including waiting).
+    pub running: u64,
+    /// Running instances due now.
+    pub due: u64,
+    /// Instances flagged for a person.
+    pub needs_attention: u64,
+}
+
+/// The engine's persistence.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a definition; the same name, version and hash again is a no-op, a different
+    /// hash is [`StoreError::DefinitionConflict`].
+    async fn put_definition(&self, def: &DefinitionRecord) -> Result<(), StoreError>;
+
+    /// Every deployed definition.
+    async fn definitions(&self) -> Result<Vec<DefinitionRecord>, StoreError>;
+
+    /// Creates an instance, or returns the one its idempotency key started.
+    async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError>;
+
+    /// Claims up to `limit` running instances that are due at `now` and not leased by a live
+    /// worker, leasing them to `owner` until `now + lease_ms`.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Applies commits, each atomically and fenced; several may share one transaction.
+    async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError>;
+
+    /// Delivers a signal, event or cancellation.
+    async fn deliver(&self, delivery: Delivery, now: i64) -> Result<Delivered, StoreError>;
+
+    /// One instance.
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// The instance an idempotency key started.
+    async fn find_by_key(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// A page of instances, newest first.
+    async fn list_instances(&self, filter: &ListFilter) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// An instance's history after `after_seq`, oldest first.
+    async fn history(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    /// The earliest `due_at` of a running instance not leased at `now`, if any.
+    async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Extends the leases of `owner` on these instances; returns the ids still held.
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Counts for metrics.
+    async fn stats(&self, now: i64) -> Result<StoreStats, StoreError>;
+}
