@@ -1,8 +1,6 @@
 //! The `aftersales` binary: validate and draw workflows (and, as the product grows, run
 //! the daemon and talk to it).
 
-mod catalogue;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -135,7 +133,11 @@ fn validate(
     let sources: Vec<Source> = texts.iter().map(|(n, t)| Source::new(n, t)).collect();
     // A call must resolve when whole directories are checked; a lone file gets warnings.
     let calls_must_resolve = paths.iter().any(|p| p.is_dir());
-    let report = check_sources(&sources, &catalogue::builtin(), calls_must_resolve);
+    let report = check_sources(
+        &sources,
+        &aftersales_runtime::catalogue::builtin(),
+        calls_must_resolve,
+    );
     let failed = report.error_count() > 0 || (deny_warnings && report.warning_count() > 0);
     match format {
         OutputFormat::Json => println!("{}", diag::render_json(&report.diagnostics)),
@@ -179,7 +181,7 @@ fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {
     }
     let texts = read_all(&files)?;
     let sources: Vec<Source> = texts.iter().map(|(n, t)| Source::new(n, t)).collect();
-    let report = check_sources(&sources, &catalogue::builtin(), false);
+    let report = check_sources(&sources, &aftersales_runtime::catalogue::builtin(), false);
     let own: Vec<_> = report
         .diagnostics
         .iter()

@@ -669,8 +669,9 @@ impl Engine {
             // Hold the lease for as long as the slowest call may take.
             let longest = dispatches.iter().map(|d| d.timeout_ms).max().unwrap_or(0);
             let now = self.clock.now_ms();
-            if now + longest + 5_000 > lease_until {
-                let want = cfg.lease_ms.max(longest + 10_000);
+            let margin = (cfg.lease_ms / 4).min(5_000);
+            if now + longest + margin > lease_until {
+                let want = cfg.lease_ms.max(longest + 2 * margin);
                 let held = self
                     .store
                     .renew_leases(&cfg.owner, std::slice::from_ref(&rec.id), now, want)
