@@ -7,6 +7,7 @@
 
 mod common;
 
+use aftersales_core::engine::state::ExecState;
 use aftersales_core::engine::{CallResult, EngineError, StartRequest};
 use aftersales_core::store::{Delivered, InstanceStatus, StoreError};
 use common::*;
@@ -454,6 +455,14 @@ async fn a_wait_parks_the_instance_and_a_signal_resumes_it() {
         Some(T0 + 7 * DAY),
         "parked until the timeout, nothing else"
     );
+    let st: ExecState = serde_json::from_value(rec.state.clone()).unwrap();
+    let waiting = st.waiting_on();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(
+        (waiting[0].kind, waiting[0].what.as_deref()),
+        ("signal", Some("merchant.decision"))
+    );
+    assert_eq!(waiting[0].until, Some(T0 + 7 * DAY));
     let d = h
         .engine
         .signal(

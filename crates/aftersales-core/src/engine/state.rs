@@ -215,3 +215,75 @@ pub struct EndRecord {
     /// Output (a parent's call step reads it).
     pub output: Value,
 }
+
+/// What one fiber of an instance is waiting on, for people and the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitingOn {
+    /// The step.
+    pub step: String,
+    /// `attempt`, `retry`, `pending`, `signal`, `event`, `timer`, `branches`, `child`,
+    /// `compensation`.
+    pub kind: &'static str,
+    /// The action, signal or event name, or the child id.
+    pub what: Option<String>,
+    /// For events and pending actions: the correlation key.
+    pub correlation: Option<String>,
+    /// When it fires, times out or retries (unix ms).
+    pub until: Option<i64>,
+}
+
+impl ExecState {
+    /// What the instance is waiting on now; empty once it has ended.
+    pub fn waiting_on(&self) -> Vec<WaitingOn> {
+        if self.end.is_some() {
+            return Vec::new();
+        }
+        if let Some(c) = &self.compensation {
+            return c
+                .current
+                .iter()
+                .map(|(u, a)| WaitingOn {
+                    step: u.step.clone(),
+                    kind: "compensation",
+                    what: Some(a.action.clone()),
+                    correlation: None,
+                    until: Some(a.due_at),
+                })
+                .collect();
+        }
+        self.fibers
+            .values()
+            .filter_map(|f| {
+                let (kind, what, correlation, until) = match &f.run {
+                    Run::Ready => return None,
+                    Run::Task(a) if a.attempt > 1 => {
+                        ("retry", Some(a.action.clone()), None, Some(a.due_at))
+                    }
+                    Run::Task(a) => ("attempt", Some(a.action.clone()), None, Some(a.due_at)),
+                    Run::Pending(p) => (
+                        "pending",
+                        Some(p.action.clone()),
+                        Some(p.correlation.clone()),
+                        p.deadline_at,
+                    ),
+                    Run::Waiting(w) => (
+                        if w.event { "event" } else { "signal" },
+                        Some(w.name.clone()),
+                        w.correlation.clone(),
+                        w.timeout_at,
+                    ),
+                    Run::Sleeping { until } => ("timer", None, None, Some(*until)),
+                    Run::Joining { .. } => ("branches", None, None, None),
+                    Run::Calling { child } => ("child", Some(child.clone()), None, None),
+                };
+                Some(WaitingOn {
+                    step: f.step.clone(),
+                    kind,
+                    what,
+                    correlation,
+                    until,
+                })
+            })
+            .collect()
+    }
+}

@@ -535,8 +535,20 @@ impl Engine {
         cfg: &WorkerConfig,
         stop: &watch::Receiver<bool>,
     ) {
+        use tracing::Instrument as _;
         let id = claimed.instance.id.clone();
-        if let Err(e) = self.process_inner(claimed, sink, cfg, stop).await {
+        let span = tracing::info_span!(
+            "instance",
+            id = %id,
+            workflow = %claimed.instance.workflow,
+            version = claimed.instance.version,
+            business_line = %claimed.instance.business_line,
+        );
+        if let Err(e) = self
+            .process_inner(claimed, sink, cfg, stop)
+            .instrument(span)
+            .await
+        {
             tracing::error!(instance = %id, error = %e, "processing an instance failed; it stays leased until the lease lapses");
         }
     }
@@ -691,6 +703,7 @@ impl Engine {
         rec: &InstanceRecord,
         dispatches: Vec<DispatchReq>,
     ) -> Vec<(Target, CallResult)> {
+        use tracing::Instrument as _;
         let mut set = JoinSet::new();
         for (i, d) in dispatches.into_iter().enumerate() {
             let dispatcher = self.dispatcher.clone();
@@ -702,15 +715,19 @@ impl Engine {
                 key: d.key.clone(),
             };
             let target = d.target;
+            let span = tracing::info_span!("dispatch", action = %d.action, key = %d.key);
             let timeout = std::time::Duration::from_millis(d.timeout_ms.max(1) as u64);
             set.spawn(async move {
-                let r = match tokio::time::timeout(timeout, dispatcher.dispatch(call)).await {
-                    Ok(r) => r,
-                    Err(_) => CallResult::Failed {
-                        class: FailureClass::Timeout,
-                        message: format!("no answer within {} ms", timeout.as_millis()),
-                    },
-                };
+                let r =
+                    match tokio::time::timeout(timeout, dispatcher.dispatch(call).instrument(span))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => CallResult::Failed {
+                            class: FailureClass::Timeout,
+                            message: format!("no answer within {} ms", timeout.as_millis()),
+                        },
+                    };
                 (i, target, r)
             });
         }
