@@ -1,0 +1,611 @@
+//! Routes and handlers.
+
+use std::sync::Arc;
+
+use aftersales_core::engine::machine::rfc3339;
+use aftersales_core::engine::state::{ExecState, WaitingOn};
+use aftersales_core::engine::{Engine, EngineError, StartRequest};
+use aftersales_core::graph;
+use aftersales_core::store::{
+    Delivered, HistoryRecord, InstanceRecord, InstanceStatus, ListFilter, StoreError,
+};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json as AxumJson, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::{Auth, Scope};
+use crate::json::Json;
+use crate::problem::{Problem, codes};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Tokens and scopes.
+    pub auth: Arc<Auth>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.body_limit;
+    Router::new()
+        .route("/v1/instances", post(start).get(list))
+        .route("/v1/instances/{id}", get(get_instance))
+        .route("/v1/instances/{id}/history", get(history))
+        .route("/v1/instances/{id}/signals/{name}", post(signal))
+        .route("/v1/instances/{id}/cancel", post(cancel))
+        .route("/v1/events", post(event))
+        .route("/v1/workflows", get(workflows))
+        .route("/v1/workflows/{name}/graph", get(workflow_graph))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+fn engine_problem(e: EngineError) -> Problem {
+    match e {
+        EngineError::InvalidInput(errors) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::INVALID_INPUT,
+            format!(
+                "{} field(s) do not fit the workflow's declared inputs",
+                errors.len()
+            ),
+        )
+        .with_errors(
+            errors
+                .iter()
+                .map(|e| json!({"path": e.path, "message": e.message}))
+                .collect(),
+        ),
+        EngineError::UnknownWorkflow { .. } => {
+            Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.to_string())
+        }
+        EngineError::Store(s) => store_problem(s),
+        other => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            other.to_string(),
+        ),
+    }
+}
+
+fn store_problem(e: StoreError) -> Problem {
+    match e {
+        StoreError::KeyConflict { .. } => {
+            Problem::new(StatusCode::CONFLICT, codes::KEY_CONFLICT, e.to_string())
+        }
+        StoreError::Unavailable(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            e.to_string(),
+        ),
+        other => {
+            tracing::error!(error = %other, "store error");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                other.to_string(),
+            )
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::BAD_HEADER,
+                    "`Idempotency-Key` must be visible ASCII",
+                )
+            })?;
+            if k.is_empty() || k.len() > 255 {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    codes::BAD_HEADER,
+                    "`Idempotency-Key` must be 1 to 255 characters",
+                ));
+            }
+            Ok(Some(k.to_owned()))
+        }
+    }
+}
+
+/// The body of `POST /v1/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    /// Workflow name.
+    pub workflow: String,
+    /// Version; the newest when absent.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Business line.
+    pub business_line: String,
+    /// Input.
+    #[serde(default)]
+    pub input: Value,
+    /// Parameters.
+    #[serde(default)]
+    pub params: Value,
+    /// Searchable key (the order id).
+    #[serde(default)]
+    pub search_key: Option<String>,
+}
+
+async fn start(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<StartBody>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Submit)?;
+    let Some(key) = idempotency_key(&headers)? else {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_HEADER,
+            "`Idempotency-Key` header is required: resend the same key to get the same answer",
+        ));
+    };
+    let started = st
+        .engine
+        .start(StartRequest {
+            workflow: body.workflow,
+            version: body.version,
+            business_line: body.business_line,
+            input: body.input,
+            params: body.params,
+            idempotency_key: Some(key),
+            search_key: body.search_key,
+        })
+        .await
+        .map_err(engine_problem)?;
+    let rec = st
+        .engine
+        .get(&started.id)
+        .await
+        .map_err(engine_problem)?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "instance vanished",
+            )
+        })?;
+    let status = if started.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, AxumJson(view(&rec))).into_response())
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    id: String,
+    workflow: String,
+    version: u32,
+    business_line: String,
+    status: InstanceStatus,
+    needs_attention: bool,
+    parent_id: Option<String>,
+    search_key: Option<String>,
+    input: Value,
+    created_at: String,
+    updated_at: String,
+    next_due_at: Option<String>,
+    waiting_on: Vec<WaitingView>,
+    reason: Option<String>,
+    output: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct WaitingView {
+    step: String,
+    kind: &'static str,
+    what: Option<String>,
+    correlation: Option<String>,
+    until: Option<String>,
+}
+
+fn view(rec: &InstanceRecord) -> InstanceView {
+    let state: Option<ExecState> = serde_json::from_value(rec.state.clone()).ok();
+    let waiting: Vec<WaitingOn> = state
+        .as_ref()
+        .map(ExecState::waiting_on)
+        .unwrap_or_default();
+    let end = state.as_ref().and_then(|s| s.end.clone());
+    InstanceView {
+        id: rec.id.clone(),
+        workflow: rec.workflow.clone(),
+        version: rec.version,
+        business_line: rec.business_line.clone(),
+        status: rec.status,
+        needs_attention: rec.needs_attention,
+        parent_id: rec.parent_id.clone(),
+        search_key: rec.search_key.clone(),
+        input: rec.input.clone(),
+        created_at: rfc3339(rec.created_at),
+        updated_at: rfc3339(rec.updated_at),
+        next_due_at: rec.due_at.map(rfc3339),
+        waiting_on: waiting
+            .into_iter()
+            .map(|w| WaitingView {
+                step: w.step,
+                kind: w.kind,
+                what: w.what,
+                correlation: w.correlation,
+                until: w.until.map(rfc3339),
+            })
+            .collect(),
+        reason: end.as_ref().map(|e| e.reason.clone()),
+        output: end.map(|e| e.output),
+    }
+}
+
+async fn get_instance(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<AxumJson<InstanceView>, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    match st.engine.get(&id).await.map_err(engine_problem)? {
+        Some(rec) => Ok(AxumJson(view(&rec))),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no instance `{id}`"),
+        )),
+    }
+}
+
+/// Query of `GET /v1/instances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    business_line: Option<String>,
+    workflow: Option<String>,
+    search_key: Option<String>,
+    created_from: Option<String>,
+    created_to: Option<String>,
+    needs_attention: Option<bool>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Problem> {
+    match v {
+        None => Ok(None),
+        Some(s) => chrono_parse(s).map(Some).ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_QUERY,
+                format!(
+                    "`{name}` must be an RFC 3339 instant such as 2026-11-25T00:00:00Z, got `{s}`"
+                ),
+            )
+        }),
+    }
+}
+
+fn chrono_parse(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+async fn list(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<AxumJson<Value>, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    let Query(q) = query
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, codes::BAD_QUERY, e.body_text()))?;
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(InstanceStatus::parse(s).ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_QUERY,
+                format!("unknown status `{s}`; one of running, completed, rejected, closed, failed, cancelled"),
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let filter = ListFilter {
+        status,
+        business_line: q.business_line.clone(),
+        workflow: q.workflow.clone(),
+        search_key: q.search_key.clone(),
+        created_from: instant("created_from", &q.created_from)?,
+        created_to: instant("created_to", &q.created_to)?,
+        needs_attention: q.needs_attention,
+        after_id: q.cursor.clone(),
+        limit,
+    };
+    let items = st
+        .engine
+        .store()
+        .list_instances(&filter)
+        .await
+        .map_err(store_problem)?;
+    let next_cursor = if items.len() == limit {
+        items.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    let items: Vec<InstanceView> = items.iter().map(view).collect();
+    Ok(AxumJson(
+        json!({"items": items, "next_cursor": next_cursor}),
+    ))
+}
+
+/// Query of `GET /v1/instances/{id}/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryView {
+    seq: i64,
+    at: String,
+    kind: String,
+    step: Option<String>,
+    attempt: Option<u32>,
+    data: Value,
+}
+
+async fn history(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<AxumJson<Value>, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    let Query(q) = query
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, codes::BAD_QUERY, e.body_text()))?;
+    if st.engine.get(&id).await.map_err(engine_problem)?.is_none() {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no instance `{id}`"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(500).clamp(1, 5000);
+    let events: Vec<HistoryRecord> = st
+        .engine
+        .history(&id, q.after.unwrap_or(0), limit)
+        .await
+        .map_err(engine_problem)?;
+    let next = if events.len() == limit {
+        events.last().map(|h| h.seq)
+    } else {
+        None
+    };
+    let events: Vec<HistoryView> = events
+        .into_iter()
+        .map(|h| HistoryView {
+            seq: h.seq,
+            at: rfc3339(h.event.at),
+            kind: h.event.kind,
+            step: h.event.step,
+            attempt: h.event.attempt,
+            data: h.event.data,
+        })
+        .collect();
+    Ok(AxumJson(json!({"events": events, "next_after": next})))
+}
+
+/// The body of a signal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalBody {
+    /// The sender's dedupe id; the `Idempotency-Key` header may carry it instead.
+    #[serde(default)]
+    pub dedupe_id: Option<String>,
+    /// The payload.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+fn delivered(d: Delivered, id: &str) -> Result<Response, Problem> {
+    match d {
+        Delivered::Accepted(ids) => Ok((
+            StatusCode::ACCEPTED,
+            AxumJson(json!({"delivered": "accepted", "instances": ids})),
+        )
+            .into_response()),
+        Delivered::Buffered => Ok((
+            StatusCode::ACCEPTED,
+            AxumJson(json!({"delivered": "buffered"})),
+        )
+            .into_response()),
+        Delivered::Duplicate => {
+            Ok((StatusCode::OK, AxumJson(json!({"delivered": "duplicate"}))).into_response())
+        }
+        Delivered::UnknownInstance => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no instance `{id}`"),
+        )),
+        Delivered::Finished(s) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            codes::FINISHED,
+            format!(
+                "instance `{id}` has ended ({}); nothing changed",
+                s.as_str()
+            ),
+        )),
+    }
+}
+
+async fn signal(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+    Json(body): Json<SignalBody>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Operate)?;
+    let dedupe = match (body.dedupe_id, idempotency_key(&headers)?) {
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_HEADER,
+                "a signal needs a dedupe id: `dedupe_id` in the body or an `Idempotency-Key` header",
+            ));
+        }
+    };
+    let d = st
+        .engine
+        .signal(&id, &name, &dedupe, body.payload)
+        .await
+        .map_err(engine_problem)?;
+    delivered(d, &id)
+}
+
+/// The body of a cancel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why, for the history.
+    pub reason: String,
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<CancelBody>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Operate)?;
+    let d = st
+        .engine
+        .cancel(&id, &body.reason)
+        .await
+        .map_err(engine_problem)?;
+    delivered(d, &id)
+}
+
+/// The body of `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    /// Event name (`warehouse.return.received`).
+    pub name: String,
+    /// Correlation key.
+    pub correlation: String,
+    /// The sender's event id.
+    pub dedupe_id: String,
+    /// Payload.
+    #[serde(default)]
+    pub payload: Value,
+}
+
+async fn event(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<EventBody>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Operate)?;
+    let d = st
+        .engine
+        .event(&body.name, &body.correlation, &body.dedupe_id, body.payload)
+        .await
+        .map_err(engine_problem)?;
+    delivered(d, "")
+}
+
+async fn workflows(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<AxumJson<Value>, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    let all = st.engine.workflows().await.map_err(engine_problem)?;
+    let items: Vec<Value> = all
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name.value,
+                "version": w.version.value,
+                "description": w.description,
+                "inputs": w.inputs.iter().map(|f| json!({"name": f.name.value, "type": f.ty.to_string(), "required": f.required})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(AxumJson(json!({"items": items})))
+}
+
+/// Query of the graph endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphQuery {
+    version: Option<u32>,
+    format: Option<String>,
+}
+
+async fn workflow_graph(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    query: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    let Query(q) = query
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, codes::BAD_QUERY, e.body_text()))?;
+    let format = match q.format.as_deref() {
+        None | Some("mermaid") => graph::Format::Mermaid,
+        Some("dot") => graph::Format::Dot,
+        Some(other) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_QUERY,
+                format!("unknown format `{other}`; mermaid or dot"),
+            ));
+        }
+    };
+    let wf = st
+        .engine
+        .definition(&name, q.version)
+        .await
+        .map_err(engine_problem)?;
+    Ok((
+        [("content-type", "text/plain; charset=utf-8")],
+        graph::render(&wf, format),
+    )
+        .into_response())
+}
+
+async fn healthz() -> AxumJson<Value> {
+    AxumJson(json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    let now = st.engine.clock().now_ms();
+    match st.engine.store().stats(now).await {
+        Ok(s) => AxumJson(json!({"status": "ready", "running": s.running, "due": s.due, "needs_attention": s.needs_attention}))
+            .into_response(),
+        Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, format!("store not ready: {e}")).into_response(),
+    }
+}

@@ -1,0 +1,29 @@
+//! The aftersales daemon's HTTP API.
+//!
+//! [`router`] builds the axum router over an [`AppState`]: the engine, the auth tokens and
+//! the limits. Handlers only translate HTTP to engine calls and engine answers to JSON; every
+//! error is an RFC 7807 problem with a stable code ([`problem::codes`]).
+//!
+//! Endpoints (all JSON, under `/v1`):
+//!
+//! | method and path | scope | what |
+//! | --- | --- | --- |
+//! | `POST /v1/instances` | submit | start a workflow instance; `Idempotency-Key` required |
+//! | `GET /v1/instances` | read | list, with filters and a cursor |
+//! | `GET /v1/instances/{id}` | read | one instance: status, what it waits on, until when |
+//! | `GET /v1/instances/{id}/history` | read | its history, oldest first |
+//! | `POST /v1/instances/{id}/signals/{name}` | operate | send a signal |
+//! | `POST /v1/instances/{id}/cancel` | operate | ask it to cancel (compensates) |
+//! | `POST /v1/events` | operate | deliver an external event by correlation key |
+//! | `GET /v1/workflows` | read | deployed workflow versions |
+//! | `GET /v1/workflows/{name}/graph` | read | Mermaid graph of a workflow |
+//! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (the store answers) |
+
+pub mod api;
+pub mod auth;
+pub mod json;
+pub mod problem;
+
+pub use api::{AppState, router};
+pub use auth::{Auth, Scope, Token};
+pub use problem::Problem;
