@@ -1,12 +1,16 @@
-//! The `aftersales` binary: validate and draw workflows (and, as the product grows, run
-//! the daemon and talk to it).
+//! The `aftersales` binary: validate workflows and business lines, draw workflows (and, as
+//! the product grows, run the daemon and talk to it).
+
+mod adapters;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aftersales_core::diag::{self, Source};
 use aftersales_core::graph;
+use aftersales_core::model::Workflow;
 use aftersales_core::validate::check_sources;
+use aftersales_runtime::business_line::{self, CrossCheck};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -23,7 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check workflow files (or directories of them) and report every problem.
+    /// Check workflow and business-line files (or directories of them) and report every
+    /// problem. A file with a top-level `[business_line]` table is a business line; it is
+    /// cross-checked against the workflows given alongside it.
     Validate {
         /// Files or directories; directories are searched for *.toml.
         #[arg(required = true)]
@@ -130,7 +136,13 @@ fn validate(
 ) -> anyhow::Result<ExitCode> {
     let files = collect_files(paths)?;
     let texts = read_all(&files)?;
-    let sources: Vec<Source> = texts.iter().map(|(n, t)| Source::new(n, t)).collect();
+    let (line_texts, workflow_texts): (Vec<_>, Vec<_>) = texts
+        .iter()
+        .partition(|(_, t)| business_line::is_business_line(t));
+    let sources: Vec<Source> = workflow_texts
+        .iter()
+        .map(|(n, t)| Source::new(n, t))
+        .collect();
     // A call must resolve when whole directories are checked; a lone file gets warnings.
     let calls_must_resolve = paths.iter().any(|p| p.is_dir());
     let report = check_sources(
@@ -138,23 +150,37 @@ fn validate(
         &aftersales_runtime::catalogue::builtin(),
         calls_must_resolve,
     );
-    let failed = report.error_count() > 0 || (deny_warnings && report.warning_count() > 0);
+    let mut diagnostics = report.diagnostics.clone();
+    let mut lines = Vec::new();
+    if !line_texts.is_empty() {
+        let line_sources: Vec<Source> = line_texts.iter().map(|(n, t)| Source::new(n, t)).collect();
+        let workflows: Vec<&Workflow> = report.workflows.iter().map(|(_, w)| w).collect();
+        let registry = adapters::registry();
+        let checked = business_line::check_sources(
+            &line_sources,
+            &CrossCheck {
+                workflows: &workflows,
+                registry: &registry,
+                refs_must_resolve: calls_must_resolve,
+            },
+        );
+        diagnostics.extend(checked.diagnostics);
+        lines = checked.lines;
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let failed = errors > 0 || (deny_warnings && warnings > 0);
     match format {
-        OutputFormat::Json => println!("{}", diag::render_json(&report.diagnostics)),
+        OutputFormat::Json => println!("{}", diag::render_json(&diagnostics)),
         OutputFormat::Human => {
-            eprint!("{}", diag::render_human(&report.diagnostics));
-            if report.diagnostics.is_empty() {
-                println!("ok: {} workflow file(s) valid", files.len());
-                for (_, wf) in &report.workflows {
-                    println!("  {}  ({} steps)", wf.key(), wf.all_steps().len());
-                }
+            eprint!("{}", diag::render_human(&diagnostics));
+            if diagnostics.is_empty() {
+                print_summary(&report.workflows, workflow_texts.len(), &lines);
             } else {
                 let verdict = if failed { "failed" } else { "ok" };
                 println!(
-                    "{verdict}: {} file(s), {} error(s), {} warning(s)",
+                    "{verdict}: {} file(s), {errors} error(s), {warnings} warning(s)",
                     files.len(),
-                    report.error_count(),
-                    report.warning_count()
                 );
             }
         }
@@ -164,6 +190,38 @@ fn validate(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What a clean run checked: each workflow, and each business line with its workflows.
+fn print_summary(
+    workflows: &[(String, Workflow)],
+    workflow_files: usize,
+    lines: &[(String, business_line::BusinessLine)],
+) {
+    if lines.is_empty() {
+        println!("ok: {workflow_files} workflow file(s) valid");
+    } else {
+        println!(
+            "ok: {workflow_files} workflow file(s), {} business line(s) valid",
+            lines.len()
+        );
+    }
+    for (_, wf) in workflows {
+        println!("  {}  ({} steps)", wf.key(), wf.all_steps().len());
+    }
+    for (_, line) in lines {
+        let runs: Vec<String> = line
+            .workflows
+            .iter()
+            .map(|(kind, r)| format!("{kind} → {r}"))
+            .collect();
+        println!(
+            "  business line {} ({}): {}",
+            line.id.as_str(),
+            business_line::goods_name(line.goods),
+            runs.join(", ")
+        );
+    }
 }
 
 fn graph(file: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {

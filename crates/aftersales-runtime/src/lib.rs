@@ -7,6 +7,7 @@
 //! [`CallResult`] — error classes included, so the engine's retry policy sees exactly what
 //! the platform said.
 
+pub mod business_line;
 pub mod catalogue;
 
 use std::collections::HashMap;
