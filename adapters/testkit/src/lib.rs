@@ -19,6 +19,9 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "mock-payment")]
+pub mod mock_payment;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
