@@ -280,12 +280,21 @@ impl Store for MemoryStore {
                 }
             }
             for child in &c.cancel_children {
+                let dedupe_id = format!("cancel-from-parent-{}", c.instance_id);
+                let already = inner.rows.get(child).is_some_and(|r| {
+                    r.inbox
+                        .iter()
+                        .any(|(m, _)| m.kind == MessageKind::Cancel && m.dedupe_id == dedupe_id)
+                });
+                if already {
+                    continue;
+                }
                 let msg = InboxMessage {
                     id: 0,
                     kind: MessageKind::Cancel,
                     name: "cancel".to_owned(),
                     correlation: None,
-                    dedupe_id: format!("cancel-from-parent-{}", c.instance_id),
+                    dedupe_id,
                     payload: Value::Null,
                     received_at: c.now,
                 };

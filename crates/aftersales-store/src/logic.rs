@@ -1,0 +1,401 @@
+//! The parts of the store contract where the order of checks matters, written once for both
+//! backends: creating an instance, committing, delivering. Each mirrors the method of the same
+//! name in `aftersales_core::store::memory`, step for step; a backend supplies the row
+//! operations ([`Tx`]) inside one open transaction.
+
+use std::collections::BTreeSet;
+
+use aftersales_core::store::memory::name_matches;
+use aftersales_core::store::{
+    Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, MessageKind,
+    NewHistory, NewInstance, StoreError,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+
+/// What a commit or a delivery needs to know about an instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub status: InstanceStatus,
+    pub lease_version: i64,
+    pub wake: i64,
+}
+
+/// The columns a commit sets on its instance.
+#[derive(Debug)]
+pub(crate) struct InstanceUpdate<'a> {
+    pub id: &'a str,
+    pub status: InstanceStatus,
+    pub state: &'a Value,
+    pub due_at: Option<i64>,
+    pub needs_attention: bool,
+    /// Clear the lease (`lease_owner` null, `lease_until` 0).
+    pub release: bool,
+    pub now: i64,
+}
+
+/// Row operations inside one open transaction.
+#[async_trait]
+pub(crate) trait Tx: Send {
+    /// Serialises with every other transaction that locks one of these correlation keys, or
+    /// one of those the instances `waits_of` wait on now, until this one ends. Taken before
+    /// any instance row lock.
+    async fn lock_correlations(
+        &mut self,
+        keys: &[String],
+        waits_of: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Locks these instance rows (those that exist), in id order, until the transaction ends.
+    async fn lock_instances(&mut self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// Status, lease version and wake counter of an instance.
+    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError>;
+
+    /// Whether an instance with this id exists (takes no lock).
+    async fn exists(&mut self, id: &str) -> Result<bool, StoreError>;
+
+    /// The instance an idempotency key started and its request hash.
+    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError>;
+
+    /// Inserts a new running instance, due at `new.now`; false when the id or the key is taken
+    /// (by a concurrent transaction, since the caller looked first).
+    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError>;
+
+    /// Appends history events after the instance's last sequence number.
+    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError>;
+
+    /// Sets what a commit changes on the instance row.
+    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError>;
+
+    /// Marks these inbox messages of the instance consumed.
+    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Replaces the instance's waits.
+    async fn replace_waits(
+        &mut self,
+        id: &str,
+        waits: &[(String, String)],
+    ) -> Result<(), StoreError>;
+
+    /// Buffered events with one of these correlation keys, oldest first; `id` is the buffer's.
+    async fn buffered_for(
+        &mut self,
+        correlations: &[String],
+    ) -> Result<Vec<InboxMessage>, StoreError>;
+
+    /// Removes buffered events by buffer id.
+    async fn delete_buffered(&mut self, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Whether the instance's inbox (consumed or not) holds a message with this dedupe id, of
+    /// this kind if one is given.
+    async fn inbox_has(
+        &mut self,
+        id: &str,
+        dedupe_id: &str,
+        kind: Option<MessageKind>,
+    ) -> Result<bool, StoreError>;
+
+    /// Inserts a message into the instance's inbox (its `id` is ignored; the store assigns
+    /// one); false when the inbox's unique dedupe key already holds it.
+    async fn insert_inbox(&mut self, id: &str, msg: &InboxMessage) -> Result<bool, StoreError>;
+
+    /// Bumps the instance's wake counter and makes it due by `now`.
+    async fn bump_wake(&mut self, id: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Records an event as seen; false when it was seen before.
+    async fn mark_event_seen(&mut self, name: &str, dedupe_id: &str) -> Result<bool, StoreError>;
+
+    /// `(instance id, wait name)` of every wait on this correlation key.
+    async fn waiters(&mut self, correlation: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Keeps an event no instance waits for yet.
+    async fn buffer_event(&mut self, msg: &InboxMessage) -> Result<(), StoreError>;
+}
+
+/// How many times a create that lost a race to a concurrent one looks again.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// `MemoryStore`'s `insert_instance`: the key first, then the id, then insert.
+pub(crate) async fn create_instance<T: Tx + ?Sized>(
+    tx: &mut T,
+    new: &NewInstance,
+) -> Result<Created, StoreError> {
+    for _ in 0..CREATE_ATTEMPTS {
+        if let Some(key) = &new.idempotency_key
+            && let Some((existing, hash)) = tx.key_owner(key).await?
+        {
+            return if hash == new.request_hash {
+                Ok(Created::Existing(existing))
+            } else {
+                Err(StoreError::KeyConflict {
+                    key: key.clone(),
+                    existing,
+                })
+            };
+        }
+        if tx.exists(&new.id).await? {
+            return Ok(Created::Existing(new.id.clone()));
+        }
+        if tx.insert_instance(new).await? {
+            tx.append_history(&new.id, &new.history).await?;
+            return Ok(Created::New(new.id.clone()));
+        }
+        // A concurrent create took the id or the key between the look and the insert, and
+        // has committed: the next look sees it.
+    }
+    Err(StoreError::Unavailable(format!(
+        "create_instance: instance {} kept conflicting with concurrent creates; retry",
+        new.id
+    )))
+}
+
+/// `MemoryStore::commit`: each commit fenced by its lease version, applied in order.
+pub(crate) async fn commit<T: Tx + ?Sized>(
+    tx: &mut T,
+    commits: &[Commit],
+) -> Result<Vec<CommitOutcome>, StoreError> {
+    // Every correlation key whose waits may change, then every instance row a commit writes,
+    // each set in one order, before any work: see the crate docs.
+    let ids: Vec<String> = commits.iter().map(|c| c.instance_id.clone()).collect();
+    let keys: BTreeSet<String> = commits
+        .iter()
+        .flat_map(|c| c.waits.iter().map(|(_, k)| k.clone()))
+        .collect();
+    tx.lock_correlations(&keys.into_iter().collect::<Vec<_>>(), &ids)
+        .await?;
+    let mut rows: BTreeSet<String> = ids.into_iter().collect();
+    for c in commits {
+        rows.extend(c.notify_parent.iter().map(|(p, _)| p.clone()));
+        rows.extend(c.cancel_children.iter().cloned());
+    }
+    tx.lock_instances(&rows.into_iter().collect::<Vec<_>>())
+        .await?;
+
+    let mut out = Vec::with_capacity(commits.len());
+    for c in commits {
+        out.push(commit_one(tx, c).await?);
+    }
+    Ok(out)
+}
+
+async fn commit_one<T: Tx + ?Sized>(tx: &mut T, c: &Commit) -> Result<CommitOutcome, StoreError> {
+    let head = match tx.head(&c.instance_id).await? {
+        Some(head) if head.lease_version == c.lease_version => head,
+        _ => return Ok(CommitOutcome::Fenced),
+    };
+    // Creating children touches no other instance, so `head.wake` stays current. A child's
+    // `KeyConflict` fails the whole call and the transaction rolls back, so nothing of the
+    // batch is written (`MemoryStore` keeps the commits before it: see the crate README).
+    for child in &c.children {
+        create_instance(tx, child).await?;
+    }
+    let is_final = c.status.is_final();
+    let due_at = if is_final {
+        None
+    } else if head.wake != c.wake_seen {
+        // A message arrived after the claim: look again now.
+        Some(c.due_at.map_or(c.now, |d| d.min(c.now)))
+    } else {
+        c.due_at
+    };
+    tx.update_instance(&InstanceUpdate {
+        id: &c.instance_id,
+        status: c.status,
+        state: &c.state,
+        due_at,
+        needs_attention: c.needs_attention,
+        release: c.release || is_final,
+        now: c.now,
+    })
+    .await?;
+    tx.append_history(&c.instance_id, &c.history).await?;
+    if !c.consumed.is_empty() {
+        tx.mark_consumed(&c.instance_id, &c.consumed).await?;
+    }
+    let waits: &[(String, String)] = if is_final { &[] } else { &c.waits };
+    tx.replace_waits(&c.instance_id, waits).await?;
+
+    // Buffered events that this instance now waits for are handed over, oldest first.
+    if !waits.is_empty() {
+        let correlations: Vec<String> = waits
+            .iter()
+            .map(|(_, k)| k.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let matching: Vec<InboxMessage> = tx
+            .buffered_for(&correlations)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                waits.iter().any(|(n, k)| {
+                    name_matches(n, &m.name) && m.correlation.as_deref() == Some(k.as_str())
+                })
+            })
+            .collect();
+        if !matching.is_empty() {
+            let buffer_ids: Vec<i64> = matching.iter().map(|m| m.id).collect();
+            tx.delete_buffered(&buffer_ids).await?;
+            for m in &matching {
+                push_message(tx, &c.instance_id, m, c.now).await?;
+            }
+        }
+    }
+
+    if let Some((parent, payload)) = &c.notify_parent {
+        let msg = InboxMessage {
+            id: 0,
+            kind: MessageKind::ChildDone,
+            name: "child.done".to_owned(),
+            correlation: Some(c.instance_id.clone()),
+            dedupe_id: format!("child-done-{}", c.instance_id),
+            payload: payload.clone(),
+            received_at: c.now,
+        };
+        if !tx.inbox_has(parent, &msg.dedupe_id, None).await? {
+            push_message(tx, parent, &msg, c.now).await?;
+        }
+    }
+    // A second cancellation from the same parent is dropped by the inbox's unique dedupe key
+    // (`MemoryStore` stores it twice: see the crate README).
+    for child in &c.cancel_children {
+        let msg = InboxMessage {
+            id: 0,
+            kind: MessageKind::Cancel,
+            name: "cancel".to_owned(),
+            correlation: None,
+            dedupe_id: format!("cancel-from-parent-{}", c.instance_id),
+            payload: Value::Null,
+            received_at: c.now,
+        };
+        push_message(tx, child, &msg, c.now).await?;
+    }
+    Ok(CommitOutcome::Applied)
+}
+
+/// `MemoryStore::deliver`.
+pub(crate) async fn deliver<T: Tx + ?Sized>(
+    tx: &mut T,
+    delivery: Delivery,
+    now: i64,
+) -> Result<Delivered, StoreError> {
+    let (instance_id, msg) = match delivery {
+        Delivery::Event {
+            name,
+            correlation,
+            dedupe_id,
+            payload,
+        } => return deliver_event(tx, name, correlation, dedupe_id, payload, now).await,
+        Delivery::Signal {
+            instance_id,
+            name,
+            dedupe_id,
+            payload,
+        } => (
+            instance_id,
+            InboxMessage {
+                id: 0,
+                kind: MessageKind::Signal,
+                name,
+                correlation: None,
+                dedupe_id,
+                payload,
+                received_at: now,
+            },
+        ),
+        Delivery::Cancel {
+            instance_id,
+            reason,
+        } => (
+            instance_id.clone(),
+            InboxMessage {
+                id: 0,
+                kind: MessageKind::Cancel,
+                name: "cancel".to_owned(),
+                correlation: None,
+                dedupe_id: format!("cancel-{instance_id}"),
+                payload: serde_json::json!({ "reason": reason }),
+                received_at: now,
+            },
+        ),
+    };
+    tx.lock_instances(std::slice::from_ref(&instance_id))
+        .await?;
+    let Some(head) = tx.head(&instance_id).await? else {
+        return Ok(Delivered::UnknownInstance);
+    };
+    if head.status.is_final() {
+        return Ok(Delivered::Finished(head.status));
+    }
+    if tx
+        .inbox_has(&instance_id, &msg.dedupe_id, Some(msg.kind))
+        .await?
+        || !push_message(tx, &instance_id, &msg, now).await?
+    {
+        return Ok(Delivered::Duplicate);
+    }
+    Ok(Delivered::Accepted(vec![instance_id]))
+}
+
+async fn deliver_event<T: Tx + ?Sized>(
+    tx: &mut T,
+    name: String,
+    correlation: String,
+    dedupe_id: String,
+    payload: Value,
+    now: i64,
+) -> Result<Delivered, StoreError> {
+    tx.lock_correlations(std::slice::from_ref(&correlation), &[])
+        .await?;
+    if !tx.mark_event_seen(&name, &dedupe_id).await? {
+        return Ok(Delivered::Duplicate);
+    }
+    let msg = InboxMessage {
+        id: 0,
+        kind: MessageKind::Event,
+        name,
+        correlation: Some(correlation),
+        dedupe_id,
+        payload,
+        received_at: now,
+    };
+    let correlation = msg.correlation.as_deref().unwrap_or_default();
+    let targets: Vec<String> = tx
+        .waiters(correlation)
+        .await?
+        .into_iter()
+        .filter(|(_, wait)| name_matches(wait, &msg.name))
+        .map(|(id, _)| id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if targets.is_empty() {
+        tx.buffer_event(&msg).await?;
+        return Ok(Delivered::Buffered);
+    }
+    tx.lock_instances(&targets).await?;
+    for t in &targets {
+        push_message(tx, t, &msg, now).await?;
+    }
+    Ok(Delivered::Accepted(targets))
+}
+
+/// `MemoryStore`'s `push_message`: into a running instance's inbox, which is then due by
+/// `now`; false (nothing written) when the instance is unknown or has ended.
+async fn push_message<T: Tx + ?Sized>(
+    tx: &mut T,
+    id: &str,
+    msg: &InboxMessage,
+    now: i64,
+) -> Result<bool, StoreError> {
+    match tx.head(id).await? {
+        Some(head) if !head.status.is_final() => {}
+        _ => return Ok(false),
+    }
+    if !tx.insert_inbox(id, msg).await? {
+        return Ok(false);
+    }
+    tx.bump_wake(id, now).await?;
+    Ok(true)
+}

@@ -1,0 +1,747 @@
+//! The PostgreSQL store: several engine processes may share one database.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aftersales_core::store::{
+    Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
+    InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance,
+    Store, StoreError, StoreStats,
+};
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, Postgres, QueryBuilder, Transaction};
+
+use crate::error::db;
+use crate::logic::{self, Head, InstanceUpdate, Tx};
+use crate::rows::{
+    DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
+    sql_limit,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Connections per store.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// How long an operation waits for a free connection before reporting the store unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first key of every advisory lock this store takes (ASCII "ASTR"), so its locks on
+/// correlation keys cannot collide with another application's advisory locks.
+const LOCK_SPACE: i32 = 0x4153_5452;
+
+const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
+     idempotency_key, search_key, input::text AS input, params::text AS params, \
+     state::text AS state, due_at, needs_attention, created_at, updated_at, lease_version, wake";
+
+const INBOX_COLS: &str =
+    "id, instance_id, kind, name, correlation, dedupe_id, payload::text AS payload, received_at";
+
+/// The shared store: PostgreSQL (12 or later), JSON in `JSONB` columns.
+///
+/// Claims use `FOR UPDATE SKIP LOCKED`, so workers in any number of processes never claim the
+/// same instance; an instance whose row another transaction holds at that moment is simply
+/// left for the next claim. Every operation runs in one `READ COMMITTED` transaction.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `postgres://...` and applies the migrations to the connection's default
+    /// schema (the first of its `search_path`, normally `public`).
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(db("postgres connect"))?;
+        let pool = pool_options()
+            .connect_with(options)
+            .await
+            .map_err(db("postgres connect"))?;
+        PgStore::migrated(pool).await
+    }
+
+    /// Connects with every table in `schema`: creates the schema if missing, sets
+    /// `search_path` to it on every pooled connection, and applies the migrations there.
+    /// Separate schemas are separate stores in one database (tests use one each).
+    pub async fn connect_schema(url: &str, schema: &str) -> Result<PgStore, StoreError> {
+        let quoted = quote_ident(schema)?;
+        let options = PgConnectOptions::from_str(url).map_err(db("postgres connect"))?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(db("postgres connect"))?;
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {quoted}").as_str())
+            .await
+            .map_err(db("postgres create schema"))?;
+        conn.close().await.map_err(db("postgres connect"))?;
+        let set_path: Arc<str> = format!("SET search_path TO {quoted}").into();
+        let pool = pool_options()
+            .after_connect(move |conn, _| {
+                let set_path = Arc::clone(&set_path);
+                Box::pin(async move {
+                    conn.execute(&*set_path).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(db("postgres connect"))?;
+        PgStore::migrated(pool).await
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrated(pool: PgPool) -> Result<PgStore, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| db("postgres migrate")(e.into()))?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin(&self, op: &'static str) -> Result<PgTx, StoreError> {
+        Ok(PgTx(self.pool.begin().await.map_err(db(op))?))
+    }
+}
+
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
+/// A schema name as a quoted SQL identifier.
+fn quote_ident(name: &str) -> Result<String, StoreError> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(StoreError::Unavailable(format!(
+            "invalid PostgreSQL schema name {name:?}"
+        )));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// Drops a schema and everything in it (test clean-up).
+#[cfg(feature = "conformance")]
+pub(crate) async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    let quoted = quote_ident(schema)?;
+    let mut conn = PgConnection::connect(url)
+        .await
+        .map_err(db("postgres connect"))?;
+    conn.execute(format!("DROP SCHEMA IF EXISTS {quoted} CASCADE").as_str())
+        .await
+        .map_err(db("postgres drop schema"))?;
+    conn.close().await.map_err(db("postgres close"))?;
+    Ok(())
+}
+
+/// The second key of the advisory lock for a correlation key: 32-bit FNV-1a of its UTF-8
+/// bytes. Fixed, so every process computes the same one; two keys that collide only share a
+/// lock.
+fn correlation_lock(key: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// One `READ COMMITTED` transaction.
+struct PgTx(Transaction<'static, Postgres>);
+
+impl PgTx {
+    async fn commit(self, op: &'static str) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(db(op))
+    }
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn lock_correlations(
+        &mut self,
+        keys: &[String],
+        waits_of: &[String],
+    ) -> Result<(), StoreError> {
+        let mut locks: Vec<i32> = keys.iter().map(|k| correlation_lock(k)).collect();
+        if !waits_of.is_empty() {
+            // Only the lease holder changes an instance's waits, so this read cannot race
+            // with a change that matters.
+            let current: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT correlation FROM waits WHERE instance_id = ANY($1)",
+            )
+            .bind(waits_of)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(db("read waits"))?;
+            locks.extend(current.iter().map(|k| correlation_lock(k)));
+        }
+        locks.sort_unstable();
+        locks.dedup();
+        // One at a time, in ascending order: the global lock order that rules out deadlocks.
+        for lock in locks {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(LOCK_SPACE)
+                .bind(lock)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db("lock correlation key"))?;
+        }
+        Ok(())
+    }
+
+    async fn lock_instances(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // `FOR UPDATE` above the sort: rows are locked in id order.
+        sqlx::query("SELECT id FROM instances WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(ids)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("lock instances"))?;
+        Ok(())
+    }
+
+    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT status, lease_version, wake FROM instances WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *self.0)
+        .await
+        .map_err(db("read instance"))?;
+        row.map(|(status, lease_version, wake)| {
+            Ok(Head {
+                status: InstanceStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
+                })?,
+                lease_version,
+                wake,
+            })
+        })
+        .transpose()
+    }
+
+    async fn exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1)")
+            .bind(id)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(db("read instance"))
+    }
+
+    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT id, request_hash FROM instances WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db("read idempotency key"))
+    }
+
+    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
+             idempotency_key, request_hash, search_key, input, params, state, due_at, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9::jsonb, $10::jsonb, \
+             $11::jsonb, $12, $12, $12) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&new.id)
+        .bind(&new.parent_id)
+        .bind(&new.workflow)
+        .bind(i64::from(new.version))
+        .bind(&new.business_line)
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(&new.search_key)
+        .bind(json_text(&new.input)?)
+        .bind(json_text(&new.params)?)
+        .bind(json_text(&new.state)?)
+        .bind(new.now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("insert instance"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let last: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = $1")
+                .bind(id)
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db("read history"))?;
+        for (seq, h) in (last + 1..).zip(events) {
+            sqlx::query(
+                "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+            )
+            .bind(id)
+            .bind(seq)
+            .bind(h.at)
+            .bind(&h.kind)
+            .bind(&h.step)
+            .bind(h.attempt.map(i64::from))
+            .bind(json_text(&h.data)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("append history"))?;
+        }
+        Ok(())
+    }
+
+    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET status = $2, state = $3::jsonb, due_at = $4, \
+             needs_attention = $5, updated_at = $6, \
+             lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN $7 THEN 0 ELSE lease_until END \
+             WHERE id = $1",
+        )
+        .bind(u.id)
+        .bind(u.status.as_str())
+        .bind(json_text(u.state)?)
+        .bind(u.due_at)
+        .bind(u.needs_attention)
+        .bind(u.now)
+        .bind(u.release)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("update instance"))?;
+        Ok(())
+    }
+
+    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET consumed = TRUE WHERE instance_id = $1 AND id = ANY($2)")
+            .bind(id)
+            .bind(msg_ids)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("consume messages"))?;
+        Ok(())
+    }
+
+    async fn replace_waits(
+        &mut self,
+        id: &str,
+        waits: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM waits WHERE instance_id = $1")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("replace waits"))?;
+        if waits.is_empty() {
+            return Ok(());
+        }
+        let (names, correlations): (Vec<&str>, Vec<&str>) =
+            waits.iter().map(|(n, k)| (n.as_str(), k.as_str())).unzip();
+        sqlx::query(
+            "INSERT INTO waits (instance_id, name, correlation) \
+             SELECT $1, w.name, w.correlation \
+             FROM UNNEST($2::text[], $3::text[]) AS w(name, correlation) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(names)
+        .bind(correlations)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("replace waits"))?;
+        Ok(())
+    }
+
+    async fn buffered_for(
+        &mut self,
+        correlations: &[String],
+    ) -> Result<Vec<InboxMessage>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT id, '' AS instance_id, 'event' AS kind, name, correlation, dedupe_id, \
+             payload::text AS payload, received_at FROM buffered_events \
+             WHERE correlation = ANY($1) ORDER BY id",
+        )
+        .bind(correlations)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read buffered events"))?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
+    async fn delete_buffered(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM buffered_events WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("hand over buffered events"))?;
+        Ok(())
+    }
+
+    async fn inbox_has(
+        &mut self,
+        id: &str,
+        dedupe_id: &str,
+        kind: Option<MessageKind>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = $1 AND dedupe_id = $2 \
+             AND ($3::text IS NULL OR kind = $3))",
+        )
+        .bind(id)
+        .bind(dedupe_id)
+        .bind(kind.map(kind_str))
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(db("read inbox"))
+    }
+
+    async fn insert_inbox(&mut self, id: &str, msg: &InboxMessage) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbox (instance_id, kind, name, correlation, dedupe_id, payload, \
+             received_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind_str(msg.kind))
+        .bind(&msg.name)
+        .bind(&msg.correlation)
+        .bind(&msg.dedupe_id)
+        .bind(json_text(&msg.payload)?)
+        .bind(msg.received_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("insert message"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn bump_wake(&mut self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET wake = wake + 1, \
+             due_at = CASE WHEN due_at IS NULL OR due_at > $2 THEN $2 ELSE due_at END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("wake instance"))?;
+        Ok(())
+    }
+
+    async fn mark_event_seen(&mut self, name: &str, dedupe_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO seen_events (name, dedupe_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(dedupe_id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("record event"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn waiters(&mut self, correlation: &str) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT instance_id, name FROM waits WHERE correlation = $1")
+            .bind(correlation)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(db("read waits"))
+    }
+
+    async fn buffer_event(&mut self, msg: &InboxMessage) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO buffered_events (name, correlation, dedupe_id, payload, received_at) \
+             VALUES ($1, $2, $3, $4::jsonb, $5)",
+        )
+        .bind(&msg.name)
+        .bind(&msg.correlation)
+        .bind(&msg.dedupe_id)
+        .bind(json_text(&msg.payload)?)
+        .bind(msg.received_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("buffer event"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn put_definition(&self, def: &DefinitionRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin("put_definition").await?;
+        sqlx::query(
+            "INSERT INTO definitions (name, version, source, hash, deployed_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&def.name)
+        .bind(i64::from(def.version))
+        .bind(&def.source)
+        .bind(&def.hash)
+        .bind(def.deployed_at)
+        .execute(&mut *tx.0)
+        .await
+        .map_err(db("put_definition"))?;
+        let hash: String =
+            sqlx::query_scalar("SELECT hash FROM definitions WHERE name = $1 AND version = $2")
+                .bind(&def.name)
+                .bind(i64::from(def.version))
+                .fetch_one(&mut *tx.0)
+                .await
+                .map_err(db("put_definition"))?;
+        if hash != def.hash {
+            return Err(StoreError::DefinitionConflict {
+                name: def.name.clone(),
+                version: def.version,
+            });
+        }
+        tx.commit("put_definition").await
+    }
+
+    async fn definitions(&self) -> Result<Vec<DefinitionRecord>, StoreError> {
+        let rows: Vec<DefinitionRow> = sqlx::query_as(
+            "SELECT name, version, source, hash, deployed_at FROM definitions \
+             ORDER BY name, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("definitions"))?;
+        rows.into_iter().map(DefinitionRow::into_record).collect()
+    }
+
+    async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError> {
+        let mut tx = self.begin("create_instance").await?;
+        let created = logic::create_instance(&mut tx, &new).await?;
+        tx.commit("create_instance").await?;
+        Ok(created)
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("claim_due").await?;
+        // One statement picks, locks and leases; `SKIP LOCKED` passes over rows another
+        // transaction (a claim, a commit, a delivery) holds, and the re-check under the lock
+        // drops rows that another claim leased since this statement's snapshot.
+        let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT id AS picked_id FROM instances \
+                 WHERE status = 'running' AND due_at <= $3 AND lease_until <= $3 \
+                 ORDER BY due_at, id LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE instances SET lease_owner = $1, lease_until = $2, \
+                 lease_version = lease_version + 1 \
+             FROM picked WHERE id = picked_id \
+             RETURNING {INSTANCE_COLS}"
+        ))
+        .bind(owner)
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .bind(sql_limit(limit))
+        .fetch_all(&mut *tx.0)
+        .await
+        .map_err(db("claim_due"))?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let messages: Vec<MessageRow> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(&format!(
+                "SELECT {INBOX_COLS} FROM inbox WHERE NOT consumed AND instance_id = ANY($1) \
+                 ORDER BY id"
+            ))
+            .bind(&ids)
+            .fetch_all(&mut *tx.0)
+            .await
+            .map_err(db("claim_due"))?
+        };
+        tx.commit("claim_due").await?;
+        claimed(rows, messages)
+    }
+
+    async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("commit").await?;
+        let out = logic::commit(&mut tx, &commits).await?;
+        tx.commit("commit").await?;
+        Ok(out)
+    }
+
+    async fn deliver(&self, delivery: Delivery, now: i64) -> Result<Delivered, StoreError> {
+        let mut tx = self.begin("deliver").await?;
+        let out = logic::deliver(&mut tx, delivery, now).await?;
+        tx.commit("deliver").await?;
+        Ok(out)
+    }
+
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row: Option<InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("get_instance"))?;
+        row.map(InstanceRow::into_record).transpose()
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row: Option<InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE idempotency_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("find_by_key"))?;
+        row.map(InstanceRow::into_record).transpose()
+    }
+
+    async fn list_instances(&self, f: &ListFilter) -> Result<Vec<InstanceRecord>, StoreError> {
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("SELECT {INSTANCE_COLS} FROM instances WHERE TRUE"));
+        if let Some(status) = f.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(line) = &f.business_line {
+            q.push(" AND business_line = ").push_bind(line.clone());
+        }
+        if let Some(workflow) = &f.workflow {
+            q.push(" AND workflow = ").push_bind(workflow.clone());
+        }
+        if let Some(key) = &f.search_key {
+            q.push(" AND search_key = ").push_bind(key.clone());
+        }
+        if let Some(from) = f.created_from {
+            q.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = f.created_to {
+            q.push(" AND created_at < ").push_bind(to);
+        }
+        if let Some(attention) = f.needs_attention {
+            q.push(" AND needs_attention = ").push_bind(attention);
+        }
+        if let Some(after) = &f.after_id {
+            q.push(" AND id < ").push_bind(after.clone());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(sql_limit(f.limit.max(1)));
+        let rows: Vec<InstanceRow> = q
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list_instances"))?;
+        rows.into_iter().map(InstanceRow::into_record).collect()
+    }
+
+    async fn history(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let rows: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT seq, at, kind, step, attempt, data::text AS data FROM history \
+             WHERE instance_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(after_seq)
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("history"))?;
+        rows.into_iter().map(HistoryRow::into_record).collect()
+    }
+
+    async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN lease_until > $1 THEN GREATEST(due_at, lease_until) \
+             ELSE due_at END) \
+             FROM instances WHERE status = 'running' AND due_at IS NOT NULL",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("next_due_at"))
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        // One statement (and so one row lock) at a time: renewing takes no part in the lock
+        // order of commits and deliveries.
+        let mut held = Vec::new();
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE instances SET lease_until = $4 \
+                 WHERE id = $1 AND lease_owner = $2 AND lease_until > $3",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .bind(now.saturating_add(lease_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(db("renew_leases"))?;
+            if done.rows_affected() == 1 {
+                held.push(id.clone());
+            }
+        }
+        Ok(held)
+    }
+
+    async fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {
+        let (running, due, attention): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               COUNT(*) FILTER (WHERE status = 'running'), \
+               COUNT(*) FILTER (WHERE status = 'running' AND due_at <= $1), \
+               COUNT(*) FILTER (WHERE needs_attention) \
+             FROM instances",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("stats"))?;
+        Ok(StoreStats {
+            running: count(running)?,
+            due: count(due)?,
+            needs_attention: count(attention)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("t_1").unwrap(), "\"t_1\"");
+        assert_eq!(quote_ident("a\"b").unwrap(), "\"a\"\"b\"");
+        assert!(quote_ident("").is_err());
+    }
+
+    #[test]
+    fn correlation_locks_are_stable() {
+        // FNV-1a test vectors: the lock key must never change between releases.
+        assert_eq!(correlation_lock(""), 0x811c_9dc5_u32 as i32);
+        assert_eq!(correlation_lock("a"), 0xe40c_292c_u32 as i32);
+        assert_eq!(correlation_lock("foobar"), 0xbf9c_f968_u32 as i32);
+    }
+}

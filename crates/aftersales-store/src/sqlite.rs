@@ -1,0 +1,667 @@
+//! The SQLite store: one file, WAL, one writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use aftersales_core::store::{
+    Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
+    InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance,
+    Store, StoreError, StoreStats,
+};
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
+
+use crate::error::db;
+use crate::logic::{self, Head, InstanceUpdate, Tx};
+use crate::rows::{
+    DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
+    sql_limit,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections for reads; WAL lets them run beside the one writer.
+const READERS: u32 = 4;
+
+const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
+     idempotency_key, search_key, input, params, state, due_at, needs_attention, created_at, \
+     updated_at, lease_version, wake";
+
+const INBOX_COLS: &str =
+    "id, instance_id, kind, name, correlation, dedupe_id, payload, received_at";
+
+/// The embedded store: everything in one SQLite file.
+///
+/// The file is opened in WAL journal mode with `synchronous=FULL`: in WAL mode `NORMAL` is safe
+/// from corruption, but a power cut can roll back the last transactions after they reported
+/// success, and a store that records refunds must not forget a committed write; `FULL` syncs
+/// the WAL on every commit, which group commit keeps affordable. `busy_timeout` is 5 s.
+///
+/// Writes go through a pool of exactly one connection, and each write transaction starts with
+/// `BEGIN IMMEDIATE`, so writers queue instead of failing with `SQLITE_BUSY` (also against
+/// another process on the same file); reads use a separate small pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at a file path or a `sqlite:` URL
+    /// (`sqlite://data/aftersales.db`, `sqlite:aftersales.db?mode=rwc`, `sqlite::memory:`),
+    /// and applies the migrations.
+    pub async fn open(path_or_url: &str) -> Result<SqliteStore, StoreError> {
+        if is_memory(path_or_url) {
+            return SqliteStore::in_memory().await;
+        }
+        let options = if path_or_url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(path_or_url).map_err(db("sqlite open"))?
+        } else {
+            SqliteConnectOptions::new().filename(path_or_url)
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db("sqlite open"))?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| db("sqlite migrate")(e.into()))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await
+            .map_err(db("sqlite open"))?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// A fresh, empty in-memory database (for tests): one connection that lives as long as
+    /// the store, used for reads and writes alike.
+    pub async fn in_memory() -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(db("sqlite open"))?
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db("sqlite open"))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| db("sqlite migrate")(e.into()))?;
+        Ok(SqliteStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn begin(&self, op: &'static str) -> Result<SqliteTx, StoreError> {
+        Ok(SqliteTx(
+            self.writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db(op))?,
+        ))
+    }
+}
+
+fn is_memory(path_or_url: &str) -> bool {
+    path_or_url == ":memory:" || path_or_url.contains(":memory:") || {
+        path_or_url.starts_with("sqlite:") && path_or_url.contains("mode=memory")
+    }
+}
+
+/// A JSON array of values, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String, StoreError> {
+    serde_json::to_string(items).map_err(|e| crate::error::json_corrupt("id list", e))
+}
+
+/// A write transaction (`BEGIN IMMEDIATE` on the single writer connection).
+struct SqliteTx(Transaction<'static, Sqlite>);
+
+impl SqliteTx {
+    async fn commit(self, op: &'static str) -> Result<(), StoreError> {
+        self.0.commit().await.map_err(db(op))
+    }
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn lock_correlations(&mut self, _: &[String], _: &[String]) -> Result<(), StoreError> {
+        // One writer at a time: the transaction already excludes every other writer.
+        Ok(())
+    }
+
+    async fn lock_instances(&mut self, _: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
+        let row: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT status, lease_version, wake FROM instances WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *self.0)
+                .await
+                .map_err(db("read instance"))?;
+        row.map(|(status, lease_version, wake)| {
+            Ok(Head {
+                status: InstanceStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
+                })?,
+                lease_version,
+                wake,
+            })
+        })
+        .transpose()
+    }
+
+    async fn exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM instances WHERE id = ?1)")
+            .bind(id)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(db("read instance"))
+    }
+
+    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT id, request_hash FROM instances WHERE idempotency_key = ?1")
+            .bind(key)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(db("read idempotency key"))
+    }
+
+    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
+             idempotency_key, request_hash, search_key, input, params, state, due_at, \
+             created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&new.id)
+        .bind(&new.parent_id)
+        .bind(&new.workflow)
+        .bind(i64::from(new.version))
+        .bind(&new.business_line)
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(&new.search_key)
+        .bind(json_text(&new.input)?)
+        .bind(json_text(&new.params)?)
+        .bind(json_text(&new.state)?)
+        .bind(new.now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("insert instance"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let last: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")
+                .bind(id)
+                .fetch_one(&mut *self.0)
+                .await
+                .map_err(db("read history"))?;
+        for (seq, h) in (last + 1..).zip(events) {
+            sqlx::query(
+                "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(id)
+            .bind(seq)
+            .bind(h.at)
+            .bind(&h.kind)
+            .bind(&h.step)
+            .bind(h.attempt.map(i64::from))
+            .bind(json_text(&h.data)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("append history"))?;
+        }
+        Ok(())
+    }
+
+    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET status = ?2, state = ?3, due_at = ?4, needs_attention = ?5, \
+             updated_at = ?6, \
+             lease_owner = CASE WHEN ?7 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN ?7 THEN 0 ELSE lease_until END \
+             WHERE id = ?1",
+        )
+        .bind(u.id)
+        .bind(u.status.as_str())
+        .bind(json_text(u.state)?)
+        .bind(u.due_at)
+        .bind(u.needs_attention)
+        .bind(u.now)
+        .bind(u.release)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("update instance"))?;
+        Ok(())
+    }
+
+    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbox SET consumed = 1 \
+             WHERE instance_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(id)
+        .bind(json_list(msg_ids)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("consume messages"))?;
+        Ok(())
+    }
+
+    async fn replace_waits(
+        &mut self,
+        id: &str,
+        waits: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM waits WHERE instance_id = ?1")
+            .bind(id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("replace waits"))?;
+        for (name, correlation) in waits {
+            sqlx::query(
+                "INSERT INTO waits (instance_id, name, correlation) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(correlation)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("replace waits"))?;
+        }
+        Ok(())
+    }
+
+    async fn buffered_for(
+        &mut self,
+        correlations: &[String],
+    ) -> Result<Vec<InboxMessage>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(
+            "SELECT id, '' AS instance_id, 'event' AS kind, name, correlation, dedupe_id, \
+             payload, received_at FROM buffered_events \
+             WHERE correlation IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        )
+        .bind(json_list(correlations)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read buffered events"))?;
+        rows.into_iter().map(MessageRow::into_message).collect()
+    }
+
+    async fn delete_buffered(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM buffered_events WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(json_list(ids)?)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("hand over buffered events"))?;
+        Ok(())
+    }
+
+    async fn inbox_has(
+        &mut self,
+        id: &str,
+        dedupe_id: &str,
+        kind: Option<MessageKind>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ?1 AND dedupe_id = ?2 \
+             AND (?3 IS NULL OR kind = ?3))",
+        )
+        .bind(id)
+        .bind(dedupe_id)
+        .bind(kind.map(kind_str))
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(db("read inbox"))
+    }
+
+    async fn insert_inbox(&mut self, id: &str, msg: &InboxMessage) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbox (instance_id, kind, name, correlation, dedupe_id, payload, \
+             received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind_str(msg.kind))
+        .bind(&msg.name)
+        .bind(&msg.correlation)
+        .bind(&msg.dedupe_id)
+        .bind(json_text(&msg.payload)?)
+        .bind(msg.received_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("insert message"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn bump_wake(&mut self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE instances SET wake = wake + 1, \
+             due_at = CASE WHEN due_at IS NULL OR due_at > ?2 THEN ?2 ELSE due_at END \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("wake instance"))?;
+        Ok(())
+    }
+
+    async fn mark_event_seen(&mut self, name: &str, dedupe_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO seen_events (name, dedupe_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(dedupe_id)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("record event"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn waiters(&mut self, correlation: &str) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query_as("SELECT instance_id, name FROM waits WHERE correlation = ?1")
+            .bind(correlation)
+            .fetch_all(&mut *self.0)
+            .await
+            .map_err(db("read waits"))
+    }
+
+    async fn buffer_event(&mut self, msg: &InboxMessage) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO buffered_events (name, correlation, dedupe_id, payload, received_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&msg.name)
+        .bind(&msg.correlation)
+        .bind(&msg.dedupe_id)
+        .bind(json_text(&msg.payload)?)
+        .bind(msg.received_at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("buffer event"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_definition(&self, def: &DefinitionRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin("put_definition").await?;
+        sqlx::query(
+            "INSERT INTO definitions (name, version, source, hash, deployed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&def.name)
+        .bind(i64::from(def.version))
+        .bind(&def.source)
+        .bind(&def.hash)
+        .bind(def.deployed_at)
+        .execute(&mut *tx.0)
+        .await
+        .map_err(db("put_definition"))?;
+        let hash: String =
+            sqlx::query_scalar("SELECT hash FROM definitions WHERE name = ?1 AND version = ?2")
+                .bind(&def.name)
+                .bind(i64::from(def.version))
+                .fetch_one(&mut *tx.0)
+                .await
+                .map_err(db("put_definition"))?;
+        if hash != def.hash {
+            return Err(StoreError::DefinitionConflict {
+                name: def.name.clone(),
+                version: def.version,
+            });
+        }
+        tx.commit("put_definition").await
+    }
+
+    async fn definitions(&self) -> Result<Vec<DefinitionRecord>, StoreError> {
+        let rows: Vec<DefinitionRow> = sqlx::query_as(
+            "SELECT name, version, source, hash, deployed_at FROM definitions \
+             ORDER BY name, version",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db("definitions"))?;
+        rows.into_iter().map(DefinitionRow::into_record).collect()
+    }
+
+    async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError> {
+        let mut tx = self.begin("create_instance").await?;
+        let created = logic::create_instance(&mut tx, &new).await?;
+        tx.commit("create_instance").await?;
+        Ok(created)
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("claim_due").await?;
+        let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
+            "UPDATE instances SET lease_owner = ?1, lease_until = ?2, \
+             lease_version = lease_version + 1 \
+             WHERE id IN (SELECT id FROM instances WHERE status = 'running' \
+                 AND due_at IS NOT NULL AND due_at <= ?3 AND lease_until <= ?3 \
+                 ORDER BY due_at, id LIMIT ?4) \
+             RETURNING {INSTANCE_COLS}"
+        ))
+        .bind(owner)
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .bind(sql_limit(limit))
+        .fetch_all(&mut *tx.0)
+        .await
+        .map_err(db("claim_due"))?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let messages: Vec<MessageRow> = sqlx::query_as(&format!(
+            "SELECT {INBOX_COLS} FROM inbox WHERE consumed = 0 \
+             AND instance_id IN (SELECT value FROM json_each(?1)) ORDER BY id"
+        ))
+        .bind(json_list(&ids)?)
+        .fetch_all(&mut *tx.0)
+        .await
+        .map_err(db("claim_due"))?;
+        tx.commit("claim_due").await?;
+        claimed(rows, messages)
+    }
+
+    async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("commit").await?;
+        let out = logic::commit(&mut tx, &commits).await?;
+        tx.commit("commit").await?;
+        Ok(out)
+    }
+
+    async fn deliver(&self, delivery: Delivery, now: i64) -> Result<Delivered, StoreError> {
+        let mut tx = self.begin("deliver").await?;
+        let out = logic::deliver(&mut tx, delivery, now).await?;
+        tx.commit("deliver").await?;
+        Ok(out)
+    }
+
+    async fn get_instance(&self, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row: Option<InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db("get_instance"))?;
+        row.map(InstanceRow::into_record).transpose()
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let row: Option<InstanceRow> = sqlx::query_as(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE idempotency_key = ?1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db("find_by_key"))?;
+        row.map(InstanceRow::into_record).transpose()
+    }
+
+    async fn list_instances(&self, f: &ListFilter) -> Result<Vec<InstanceRecord>, StoreError> {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {INSTANCE_COLS} FROM instances WHERE 1 = 1"));
+        if let Some(status) = f.status {
+            q.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(line) = &f.business_line {
+            q.push(" AND business_line = ").push_bind(line.clone());
+        }
+        if let Some(workflow) = &f.workflow {
+            q.push(" AND workflow = ").push_bind(workflow.clone());
+        }
+        if let Some(key) = &f.search_key {
+            q.push(" AND search_key = ").push_bind(key.clone());
+        }
+        if let Some(from) = f.created_from {
+            q.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = f.created_to {
+            q.push(" AND created_at < ").push_bind(to);
+        }
+        if let Some(attention) = f.needs_attention {
+            q.push(" AND needs_attention = ").push_bind(attention);
+        }
+        if let Some(after) = &f.after_id {
+            q.push(" AND id < ").push_bind(after.clone());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(sql_limit(f.limit.max(1)));
+        let rows: Vec<InstanceRow> = q
+            .build_query_as()
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db("list_instances"))?;
+        rows.into_iter().map(InstanceRow::into_record).collect()
+    }
+
+    async fn history(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        let rows: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT seq, at, kind, step, attempt, data FROM history \
+             WHERE instance_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(id)
+        .bind(after_seq)
+        .bind(sql_limit(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db("history"))?;
+        rows.into_iter().map(HistoryRow::into_record).collect()
+    }
+
+    async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT MIN(CASE WHEN lease_until > ?1 THEN MAX(due_at, lease_until) ELSE due_at END) \
+             FROM instances WHERE status = 'running' AND due_at IS NOT NULL",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db("next_due_at"))
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("renew_leases").await?;
+        let mut held = Vec::new();
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE instances SET lease_until = ?4 \
+                 WHERE id = ?1 AND lease_owner = ?2 AND lease_until > ?3",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .bind(now.saturating_add(lease_ms))
+            .execute(&mut *tx.0)
+            .await
+            .map_err(db("renew_leases"))?;
+            if done.rows_affected() == 1 {
+                held.push(id.clone());
+            }
+        }
+        tx.commit("renew_leases").await?;
+        Ok(held)
+    }
+
+    async fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {
+        let (running, due, attention): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM instances WHERE status = 'running'), \
+               (SELECT COUNT(*) FROM instances \
+                  WHERE status = 'running' AND due_at IS NOT NULL AND due_at <= ?1), \
+               (SELECT COUNT(*) FROM instances WHERE needs_attention = 1)",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db("stats"))?;
+        Ok(StoreStats {
+            running: count(running)?,
+            due: count(due)?,
+            needs_attention: count(attention)?,
+        })
+    }
+}
