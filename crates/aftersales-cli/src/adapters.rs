@@ -9,5 +9,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     #[cfg(feature = "adapter-sim")]
     aftersales_adapter_sim::register(&mut registry);
+    #[cfg(feature = "adapter-http")]
+    aftersales_adapter_http::register(&mut registry);
     registry
 }

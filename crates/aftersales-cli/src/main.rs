@@ -1,7 +1,8 @@
-//! The `aftersales` binary: validate workflows and business lines, draw workflows (and, as
-//! the product grows, run the daemon and talk to it).
+//! The `aftersales` binary: validate workflows and business lines, draw workflows, and run
+//! the daemon.
 
 mod adapters;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,6 +42,17 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Run the daemon: validate every workflow and business line, open the store, run the
+    /// workers and the HTTP API until SIGTERM or SIGINT.
+    Serve {
+        /// The configuration file; every setting has a default, and `AFTERSALES_LISTEN`,
+        /// `AFTERSALES_STORE_URL` and `AFTERSALES_WORKERS` override it.
+        #[arg(long, default_value = "config/aftersales.toml")]
+        config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Plain, env = "AFTERSALES_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
     /// Draw a workflow as a Mermaid flowchart or a Graphviz digraph.
     Graph {
         /// The workflow file.
@@ -54,6 +66,12 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum OutputFormat {
     Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
     Json,
 }
 
@@ -82,6 +100,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deny_warnings,
         } => validate(&paths, format, deny_warnings),
         Command::Graph { file, format } => graph(&file, format),
+        Command::Serve { config, log_format } => {
+            init_logging(log_format);
+            let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+            let config = serve::load_config(&config, explicit)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
