@@ -492,6 +492,15 @@ async fn a_wait_parks_the_instance_and_a_signal_resumes_it() {
         .await
         .unwrap();
     assert_eq!(d, Delivered::Finished(InstanceStatus::Rejected));
+    // Both were recorded and ignored.
+    let story = h.story(&id).await;
+    assert_eq!(
+        story.iter().filter(|s| *s == "signal_ignored").count(),
+        2,
+        "{story:?}"
+    );
+    let last = h.history(&id).await.pop().unwrap();
+    assert_eq!(last.event.data["why"], "the instance has ended");
 }
 
 #[tokio::test]

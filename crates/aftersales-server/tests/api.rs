@@ -249,6 +249,7 @@ async fn a_request_goes_from_submit_through_a_signal_to_its_refund_and_history()
         [
             "instance_started",
             "wait_started",
+            "signal_ignored",
             "signal_received",
             "branch_taken",
             "step_scheduled",

@@ -1249,6 +1249,25 @@ pub async fn signal_and_cancel_dedupe_per_instance(store: Arc<dyn Store>) {
         Delivered::Duplicate
     );
     assert_eq!(get(store, "a").await.due_at, None);
+    // Every duplicate is recorded in the history, and ignored.
+    let ignored: Vec<(String, Value)> = store
+        .history("a", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.event.kind.ends_with("_ignored"))
+        .map(|h| (h.event.kind, h.event.data["why"].clone()))
+        .collect();
+    assert_eq!(
+        ignored,
+        vec![
+            ("signal_ignored".to_owned(), json!("duplicate")),
+            ("signal_ignored".to_owned(), json!("duplicate")),
+            ("cancel_ignored".to_owned(), json!("duplicate")),
+            ("signal_ignored".to_owned(), json!("duplicate")),
+            ("cancel_ignored".to_owned(), json!("duplicate")),
+        ]
+    );
 }
 
 /// Deliveries to an instance that has ended report its status and change nothing.
@@ -1270,6 +1289,17 @@ pub async fn deliveries_to_finished_instances_change_nothing(store: Arc<dyn Stor
         Delivered::Finished(InstanceStatus::Cancelled)
     );
     assert_eq!(get(store, "rejected").await, before);
+    let kinds: Vec<String> = store
+        .history("rejected", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.event.kind)
+        .collect();
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["signal_ignored".to_owned(), "cancel_ignored".to_owned()]
+    );
     assert!(claim(store, "w1", T0 + 1_000_000).await.is_empty());
     assert_eq!(
         store.stats(T0 + 10).await.unwrap(),

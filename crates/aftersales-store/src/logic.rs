@@ -326,6 +326,11 @@ pub(crate) async fn deliver<T: Tx + ?Sized>(
         return Ok(Delivered::UnknownInstance);
     };
     if head.status.is_final() {
+        tx.append_history(
+            &instance_id,
+            &[ignored(&msg, now, "the instance has ended")],
+        )
+        .await?;
         return Ok(Delivered::Finished(head.status));
     }
     if tx
@@ -333,9 +338,16 @@ pub(crate) async fn deliver<T: Tx + ?Sized>(
         .await?
         || !push_message(tx, &instance_id, &msg, now).await?
     {
+        tx.append_history(&instance_id, &[ignored(&msg, now, "duplicate")])
+            .await?;
         return Ok(Delivered::Duplicate);
     }
     Ok(Delivered::Accepted(vec![instance_id]))
+}
+
+/// `MemoryStore`'s record of a signal or cancel that changed nothing.
+fn ignored(msg: &InboxMessage, now: i64, why: &str) -> NewHistory {
+    aftersales_core::store::ignored_history(msg, now, why)
 }
 
 async fn deliver_event<T: Tx + ?Sized>(

@@ -382,21 +382,30 @@ impl Store for MemoryStore {
                 },
             ),
         };
-        let Some(row) = inner.rows.get(&instance_id) else {
+        let Some(row) = inner.rows.get_mut(&instance_id) else {
             return Ok(Delivered::UnknownInstance);
         };
         let Some(rec) = &row.rec else {
             return Ok(Delivered::UnknownInstance);
         };
-        if rec.status.is_final() {
-            return Ok(Delivered::Finished(rec.status));
-        }
-        if row
+        let ignored = if rec.status.is_final() {
+            Some((Delivered::Finished(rec.status), "the instance has ended"))
+        } else if row
             .inbox
             .iter()
             .any(|(m, _)| m.dedupe_id == msg.dedupe_id && m.kind == msg.kind)
         {
-            return Ok(Delivered::Duplicate);
+            Some((Delivered::Duplicate, "duplicate"))
+        } else {
+            None
+        };
+        if let Some((answer, why)) = ignored {
+            let seq = row.history.len() as i64 + 1;
+            row.history.push(HistoryRecord {
+                seq,
+                event: ignored_history(&msg, now, why),
+            });
+            return Ok(answer);
         }
         inner.push_message(&instance_id, msg, now);
         Ok(Delivered::Accepted(vec![instance_id]))

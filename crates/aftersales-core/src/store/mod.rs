@@ -396,6 +396,23 @@ pub struct StoreStats {
     pub needs_attention: u64,
 }
 
+/// The history event a store appends when a signal or cancel changes nothing (a duplicate,
+/// or the instance has ended), so the instance's story shows it arrived and was ignored.
+pub fn ignored_history(msg: &InboxMessage, now: i64, why: &str) -> NewHistory {
+    let kind = match msg.kind {
+        MessageKind::Cancel => "cancel_ignored",
+        MessageKind::Event => "event_ignored",
+        _ => "signal_ignored",
+    };
+    NewHistory {
+        at: now,
+        kind: kind.to_owned(),
+        step: None,
+        attempt: None,
+        data: serde_json::json!({"name": msg.name, "dedupe_id": msg.dedupe_id, "why": why}),
+    }
+}
+
 /// The engine's persistence.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
