@@ -1269,3 +1269,182 @@ async fn the_worker_loop_picks_up_work_without_polling_and_stops_gracefully() {
         .unwrap()
         .unwrap();
 }
+
+fn parallel_with(join: &str) -> String {
+    PARALLEL
+        .replace(
+            "name = \"t.parallel\"",
+            &format!("name = \"t.parallel_{join}\""),
+        )
+        .replace(
+            "parallel = { join = \"all\" }",
+            &format!("parallel = {{ join = \"{join}\" }}"),
+        )
+}
+
+#[tokio::test]
+async fn an_any_join_continues_when_one_branch_completes_and_cancels_the_other() {
+    let h = Harness::new();
+    h.deploy(&[&parallel_with("any")]).await;
+    // The note fails (no retry policy: for good); the reservation completes: `any` holds.
+    h.script.push("note.send", transient());
+    let id = h.start("t.parallel_any", saga_input()).await;
+    h.run().await;
+    assert_eq!(h.status(&id).await, InstanceStatus::Completed);
+    let story = h.story(&id).await;
+    assert!(story.contains(&"joined:both".to_owned()), "{story:?}");
+    let joined = h
+        .history(&id)
+        .await
+        .into_iter()
+        .find(|e| e.event.kind == "joined")
+        .unwrap();
+    assert_eq!(joined.event.data, json!({"join": "any", "ok": true}));
+}
+
+#[tokio::test]
+async fn an_any_join_fails_only_when_every_branch_failed() {
+    let h = Harness::new();
+    h.deploy(&[&parallel_with("any")]).await;
+    h.script.push("note.send", permanent("blocked"));
+    h.script.push("stock.reserve", permanent("no stock"));
+    let id = h.start("t.parallel_any", saga_input()).await;
+    h.run().await;
+    assert_eq!(h.status(&id).await, InstanceStatus::Failed);
+    assert!(
+        h.reason(&id).await.contains("any join"),
+        "{}",
+        h.reason(&id).await
+    );
+}
+
+#[tokio::test]
+async fn a_first_failure_join_fails_at_once_and_compensates_what_completed() {
+    let h = Harness::new();
+    let wf = parallel_with("first_failure").replace(
+        "[[step.branch.step]]\nid = \"note\"",
+        "[[step.branch.step]]\nid = \"wait_first\"\nsleep = \"1h\"\n\n[[step.branch.step]]\nid = \"note\"",
+    );
+    h.deploy(&[&wf]).await;
+    h.script.push(
+        "stock.reserve",
+        Reply::R(CallResult::Done(json!({"reservation": "res-1"}))),
+    );
+    let id = h.start("t.parallel_first_failure", saga_input()).await;
+    h.run().await;
+    // The goods branch completed; the message branch sleeps. Now make the sleeping branch
+    // fail when it wakes.
+    h.script.push("note.send", permanent("blocked"));
+    h.advance(HOUR).await;
+    assert_eq!(h.status(&id).await, InstanceStatus::Failed);
+    assert_eq!(
+        h.script.actions_of(&id),
+        ["stock.reserve", "note.send", "stock.release"]
+    );
+}
+
+#[tokio::test]
+async fn durations_can_come_from_business_line_parameters() {
+    let h = Harness::new();
+    let wf = r#"
+[workflow]
+name = "t.params"
+version = 1
+
+[params]
+merchant_response = { type = "duration", default = "48h" }
+
+[[step]]
+id = "review"
+wait = { signal = "merchant.decision", timeout = "${params.merchant_response}", on_timeout = "auto" }
+
+[[step]]
+id = "manual"
+end = "completed"
+reason = "answered"
+
+[[step]]
+id = "auto"
+end = "closed"
+reason = "auto-approved after ${params.merchant_response}"
+"#;
+    h.deploy(&[wf]).await;
+    let started = h
+        .engine
+        .start(StartRequest {
+            workflow: "t.params".into(),
+            version: None,
+            business_line: "fast".into(),
+            input: json!({}),
+            params: json!({"merchant_response": "2h"}),
+            idempotency_key: None,
+            search_key: None,
+        })
+        .await
+        .unwrap();
+    let default = h.start("t.params", json!({})).await;
+    h.run().await;
+    assert_eq!(h.get(&started.id).await.due_at, Some(T0 + 2 * HOUR));
+    assert_eq!(h.get(&default).await.due_at, Some(T0 + 48 * HOUR));
+    h.advance(2 * HOUR).await;
+    assert_eq!(h.status(&started.id).await, InstanceStatus::Closed);
+    assert_eq!(h.reason(&started.id).await, "auto-approved after 2h");
+    assert_eq!(h.status(&default).await, InstanceStatus::Running);
+}
+
+#[tokio::test]
+async fn an_end_step_can_end_failed_with_a_reason_and_output() {
+    let h = Harness::new();
+    let wf = r#"
+[workflow]
+name = "t.endfailed"
+version = 1
+
+[input]
+amount = "money"
+
+[[step]]
+id = "route"
+next = [
+    { if = "input.amount.minor > 0", goto = "ok" },
+    { goto = "zero" },
+]
+
+[[step]]
+id = "ok"
+end = "completed"
+output = { paid = "${input.amount}" }
+
+[[step]]
+id = "zero"
+end = "failed"
+reason = "a zero refund needs a person to look at it"
+"#;
+    h.deploy(&[wf]).await;
+    let a = h.start("t.endfailed", json!({"amount": money(0)})).await;
+    let b = h.start("t.endfailed", json!({"amount": money(250)})).await;
+    h.run().await;
+    assert_eq!(h.status(&a).await, InstanceStatus::Failed);
+    assert_eq!(
+        h.reason(&a).await,
+        "a zero refund needs a person to look at it"
+    );
+    assert_eq!(h.status(&b).await, InstanceStatus::Completed);
+    assert_eq!(h.output(&b).await, json!({"paid": money(250)}));
+}
+
+#[tokio::test]
+async fn a_call_without_a_version_pins_the_newest_child_at_the_time_of_the_call() {
+    let h = Harness::new();
+    let parent = PARENT.replace(
+        "call = { workflow = \"t.child\", version = 1 }",
+        "call = \"t.child\"",
+    );
+    let child_v2 = CHILD.replace("version = 1", "version = 2");
+    h.deploy(&[CHILD, &child_v2, &parent]).await;
+    let id = h.start("t.parent", json!({"order_id": "o"})).await;
+    h.run().await;
+    assert_eq!(h.status(&id).await, InstanceStatus::Completed);
+    let child = h.get(&h.script.calls()[0].instance_id).await;
+    assert_eq!(child.version, 2);
+}
