@@ -1,7 +1,6 @@
 //! The `aftersales` binary: validate workflows and business lines, draw workflows, and run
 //! the daemon.
 
-mod adapters;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -199,7 +198,7 @@ fn validate(
     if !line_texts.is_empty() {
         let line_sources: Vec<Source> = line_texts.iter().map(|(n, t)| Source::new(n, t)).collect();
         let workflows: Vec<&Workflow> = report.workflows.iter().map(|(_, w)| w).collect();
-        let registry = adapters::registry();
+        let registry = aftersales_adapters::builtin();
         let checked = business_line::check_sources(
             &line_sources,
             &CrossCheck {

@@ -189,7 +189,7 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
         );
     }
     let workflows: Vec<&Workflow> = report.workflows.iter().map(|(_, w)| w).collect();
-    let registry = crate::adapters::registry();
+    let registry = aftersales_adapters::builtin();
     let lines = business_line::load_dir(
         &config.paths.business_lines,
         &CrossCheck {
