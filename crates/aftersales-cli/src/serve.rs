@@ -320,10 +320,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(engine.clone().run(worker_cfg, stop_rx));
 
+    let metrics = aftersales_server::install_metrics()
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
     let app = aftersales_server::router(AppState {
         engine: engine.clone(),
         auth: Arc::new(auth),
         body_limit: config.server.body_limit_bytes,
+        metrics: Some(metrics),
     });
     let addr: SocketAddr = config.server.listen.parse().with_context(|| {
         format!(

@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// The Prometheus recorder's handle, when metrics are enabled (`GET /metrics`).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The API router.
@@ -46,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workflows/{name}/graph", get(workflow_graph))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -608,4 +611,35 @@ async fn readyz(State(st): State<AppState>) -> Response {
             .into_response(),
         Err(e) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, format!("store not ready: {e}")).into_response(),
     }
+}
+
+/// Prometheus text: the engine's counters and histograms, plus gauges read from the store at
+/// scrape time (running instances, the due-queue depth, instances flagged for a person).
+async fn metrics_text(State(st): State<AppState>) -> Response {
+    let Some(handle) = &st.metrics else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+        .into_response();
+    };
+    let now = st.engine.clock().now_ms();
+    match st.engine.store().stats(now).await {
+        Ok(s) => {
+            metrics::gauge!("aftersales_instances_running").set(s.running as f64);
+            metrics::gauge!("aftersales_due_queue_depth").set(s.due as f64);
+            metrics::gauge!("aftersales_instances_needing_attention").set(s.needs_attention as f64);
+            metrics::gauge!("aftersales_store_up").set(1.0);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store stats unavailable for /metrics");
+            metrics::gauge!("aftersales_store_up").set(0.0);
+        }
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+        .into_response()
 }

@@ -18,6 +18,7 @@
 //! | `GET /v1/workflows` | read | deployed workflow versions |
 //! | `GET /v1/workflows/{name}/graph` | read | Mermaid graph of a workflow |
 //! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (the store answers) |
+//! | `GET /metrics` | none | Prometheus text, when the recorder is installed |
 
 pub mod api;
 pub mod auth;
@@ -27,3 +28,29 @@ pub mod problem;
 pub use api::{AppState, router};
 pub use auth::{Auth, Scope, Token};
 pub use problem::Problem;
+
+/// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
+/// with latency buckets suited to platform calls.
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let _guard = INIT
+        .lock()
+        .map_err(|_| "metrics init lock poisoned".to_owned())?;
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
+}

@@ -107,6 +107,7 @@ async fn api(auth: Auth) -> Api {
         engine: engine.clone(),
         auth: Arc::new(auth),
         body_limit: 64 * 1024,
+        metrics: Some(aftersales_server::install_metrics().unwrap()),
     });
     Api { app, engine }
 }
@@ -509,4 +510,29 @@ async fn workflows_and_their_graphs() {
         .call("GET", "/v1/workflows/api.review/graph?version=9", &[], None)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metrics_are_exposed_for_prometheus() {
+    let api = api(Auth::default()).await;
+    let (s, _, v) = api
+        .call(
+            "POST",
+            "/v1/instances",
+            &[("idempotency-key", "m-1")],
+            Some(&start_body("o-m")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    api.run().await;
+    let (s, ctype, text) = api.call("GET", "/metrics", &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ctype.starts_with("text/plain"), "{ctype}");
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("aftersales_instances_started_total"),
+        "{text}"
+    );
+    assert!(text.contains("aftersales_due_queue_depth"), "{text}");
+    assert!(text.contains("aftersales_history_events_total"), "{text}");
 }

@@ -343,6 +343,12 @@ impl Engine {
         })?;
         let created = self.store.create_instance(new).await?;
         if matches!(created, Created::New(_)) {
+            metrics::counter!(
+                "aftersales_instances_started_total",
+                "workflow" => def.name.value.clone(),
+                "business_line" => req.business_line.clone(),
+            )
+            .increment(1);
             self.wake.notify_one();
         }
         Ok(Started {
@@ -668,8 +674,23 @@ impl Engine {
                 wake_seen: claimed.wake,
                 now,
             };
+            let kinds: Vec<String> = commit.history.iter().map(|h| h.kind.clone()).collect();
             match sink.commit(commit).await? {
-                CommitOutcome::Applied => {}
+                CommitOutcome::Applied => {
+                    for kind in kinds {
+                        metrics::counter!("aftersales_history_events_total", "kind" => kind)
+                            .increment(1);
+                    }
+                    if status.is_final() {
+                        metrics::counter!(
+                            "aftersales_instances_finished_total",
+                            "workflow" => rec.workflow.clone(),
+                            "business_line" => rec.business_line.clone(),
+                            "status" => status.as_str(),
+                        )
+                        .increment(1);
+                    }
+                }
                 CommitOutcome::Fenced => {
                     tracing::warn!(instance = %rec.id, "lease lost to another worker; dropping this copy");
                     return Ok(());
@@ -718,6 +739,8 @@ impl Engine {
             let span = tracing::info_span!("dispatch", action = %d.action, key = %d.key);
             let timeout = std::time::Duration::from_millis(d.timeout_ms.max(1) as u64);
             set.spawn(async move {
+                let started = std::time::Instant::now();
+                let action = call.action.clone();
                 let r =
                     match tokio::time::timeout(timeout, dispatcher.dispatch(call).instrument(span))
                         .await
@@ -728,6 +751,23 @@ impl Engine {
                             message: format!("no answer within {} ms", timeout.as_millis()),
                         },
                     };
+                let outcome = match &r {
+                    CallResult::Done(_) => "done",
+                    CallResult::Pending { .. } => "pending",
+                    CallResult::Failed { class, .. } => match class {
+                        FailureClass::Transient { .. } => "transient",
+                        FailureClass::UnknownOutcome => "unknown_outcome",
+                        FailureClass::Timeout => "timeout",
+                        FailureClass::Permanent => "permanent",
+                    },
+                };
+                metrics::histogram!(
+                    "aftersales_action_duration_seconds",
+                    "action" => action.clone(),
+                    "outcome" => outcome,
+                )
+                .record(started.elapsed().as_secs_f64());
+                metrics::counter!("aftersales_action_calls_total", "action" => action, "outcome" => outcome).increment(1);
                 (i, target, r)
             });
         }
