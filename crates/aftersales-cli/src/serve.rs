@@ -3,11 +3,13 @@
 //! workflows, builds each line's adapters, and runs the workers and the HTTP API until
 //! SIGTERM or SIGINT.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aftersales_adapter::WebhookVerifier;
 use aftersales_core::diag::{self, Source};
 use aftersales_core::engine::{Engine, SystemClock, WorkerConfig};
 use aftersales_core::model::Workflow;
@@ -173,6 +175,7 @@ pub struct Loaded {
     workflow_files: Vec<(String, String)>,
     dispatcher: AdapterDispatcher,
     lines: Vec<String>,
+    webhooks: HashMap<String, Arc<dyn WebhookVerifier>>,
 }
 
 /// Loads and checks the workflows and business lines; every error is reported at once.
@@ -202,6 +205,7 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
     let env = |k: &str| std::env::var(k).ok();
     let mut dispatcher = AdapterDispatcher::new();
     let mut names = Vec::new();
+    let mut webhooks: HashMap<String, Arc<dyn WebhookVerifier>> = HashMap::new();
     for (file, line) in &lines.lines {
         let set = line.build_adapters(&registry, &env).with_context(|| {
             format!(
@@ -211,11 +215,28 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
         })?;
         dispatcher.bind(line.id.to_string(), Arc::new(set));
         names.push(line.id.to_string());
+        // Each system whose platform sends webhooks gets `POST /v1/webhooks/<line>.<system>`.
+        let systems = [
+            ("order", &line.adapters.order),
+            ("warehouse", &line.adapters.warehouse),
+            ("fulfillment", &line.adapters.fulfillment),
+            ("payment", &line.adapters.payment),
+            ("notify", &line.adapters.notify),
+        ];
+        for (system, cfg) in systems {
+            let built = registry.build(cfg, &env).with_context(|| {
+                format!("building the {system} adapter of `{}` ({file})", line.id)
+            })?;
+            if let Some(verifier) = built.webhooks {
+                webhooks.insert(format!("{}.{system}", line.id), verifier);
+            }
+        }
     }
     Ok(Loaded {
         workflow_files: files,
         dispatcher,
         lines: names,
+        webhooks,
     })
 }
 
@@ -305,7 +326,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .deploy(&loaded.workflow_files)
         .await
         .context("deploying the workflows")?;
-    tracing::info!(workflows = deployed.len(), business_lines = ?loaded.lines, "loaded");
+    let mut endpoints: Vec<&String> = loaded.webhooks.keys().collect();
+    endpoints.sort();
+    tracing::info!(workflows = deployed.len(), business_lines = ?loaded.lines, webhooks = ?endpoints, "loaded");
 
     let worker_cfg = WorkerConfig {
         concurrency: config.workers.concurrency.max(1),
@@ -327,6 +350,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         auth: Arc::new(auth),
         body_limit: config.server.body_limit_bytes,
         metrics: Some(metrics),
+        webhooks: Arc::new(loaded.webhooks),
     });
     let addr: SocketAddr = config.server.listen.parse().with_context(|| {
         format!(

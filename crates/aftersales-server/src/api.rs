@@ -1,6 +1,9 @@
 //! Routes and handlers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use aftersales_adapter::{Headers, WebhookError, WebhookVerifier};
 
 use aftersales_core::engine::machine::rfc3339;
 use aftersales_core::engine::state::{ExecState, WaitingOn};
@@ -32,6 +35,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The Prometheus recorder's handle, when metrics are enabled (`GET /metrics`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Webhook verifiers by endpoint name (`apparel.payment`): `POST /v1/webhooks/{name}`.
+    pub webhooks: Arc<HashMap<String, Arc<dyn WebhookVerifier>>>,
 }
 
 /// The API router.
@@ -44,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances/{id}/signals/{name}", post(signal))
         .route("/v1/instances/{id}/cancel", post(cancel))
         .route("/v1/events", post(event))
+        .route("/v1/webhooks/{name}", post(webhook))
         .route("/v1/workflows", get(workflows))
         .route("/v1/workflows/{name}/graph", get(workflow_graph))
         .route("/healthz", get(healthz))
@@ -642,4 +648,83 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+/// A platform's webhook: verified (signature, timestamp window) by the adapter before
+/// anything is trusted, then delivered as an event, deduplicated by the platform's event id.
+/// A bad signature is 401 and changes nothing. Authenticated by signature, not by token.
+async fn webhook(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(verifier) = st.webhooks.get(&name) else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            format!("no webhook endpoint `{name}`; endpoints are named <business line>.<system>"),
+        )
+        .into_response();
+    };
+    let pairs: Headers = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let verified = verifier.verify(&pairs, &body, std::time::SystemTime::now());
+    let event = match verified {
+        Ok(Some(ev)) => ev,
+        Ok(None) => return (StatusCode::OK, verifier.ack_body()).into_response(),
+        Err(e) => {
+            let reason = match &e {
+                WebhookError::BadSignature => "bad_signature",
+                WebhookError::StaleTimestamp { .. } => "stale_timestamp",
+                WebhookError::MissingHeader(_) => "missing_header",
+                WebhookError::MalformedBody(_) => "malformed_body",
+                _ => "other",
+            };
+            metrics::counter!("aftersales_webhook_rejections_total", "endpoint" => name.clone(), "reason" => reason)
+                .increment(1);
+            tracing::warn!(endpoint = %name, reason, "webhook rejected");
+            let status = if matches!(e, WebhookError::MalformedBody(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            let code = if status == StatusCode::BAD_REQUEST {
+                codes::BAD_BODY
+            } else {
+                codes::UNAUTHENTICATED
+            };
+            return Problem::new(status, code, format!("webhook rejected: {e}")).into_response();
+        }
+    };
+    match st
+        .engine
+        .event(
+            &event.name,
+            &event.correlation,
+            &event.dedupe_id,
+            event.payload,
+        )
+        .await
+    {
+        Ok(d) => {
+            let outcome = match d {
+                Delivered::Accepted(_) => "accepted",
+                Delivered::Buffered => "buffered",
+                Delivered::Duplicate => "duplicate",
+                Delivered::UnknownInstance => "unknown_instance",
+                Delivered::Finished(_) => "finished",
+            };
+            metrics::counter!("aftersales_webhook_events_total", "endpoint" => name, "outcome" => outcome).increment(1);
+            (StatusCode::OK, verifier.ack_body()).into_response()
+        }
+        // Not acknowledged: the platform will deliver it again.
+        Err(e) => engine_problem(e).into_response(),
+    }
 }

@@ -3,7 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aftersales_adapter::{InboundEvent, Secret};
+use aftersales_adapter_sim::{SimWebhookVerifier, deliver};
 
 use aftersales_core::catalogue::{ActionSig, Catalogue, FieldSig};
 use aftersales_core::engine::{
@@ -18,6 +23,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+const WEBHOOK_SECRET: &str = "whsec_test";
 
 const WF: &str = r#"
 [workflow]
@@ -108,6 +115,13 @@ async fn api(auth: Auth) -> Api {
         auth: Arc::new(auth),
         body_limit: 64 * 1024,
         metrics: Some(aftersales_server::install_metrics().unwrap()),
+        webhooks: Arc::new(HashMap::from([(
+            "apparel.warehouse".to_owned(),
+            Arc::new(SimWebhookVerifier::new(
+                vec![Secret::new(WEBHOOK_SECRET)],
+                Duration::from_secs(300),
+            )) as Arc<dyn aftersales_adapter::WebhookVerifier>,
+        )])),
     });
     Api { app, engine }
 }
@@ -535,4 +549,123 @@ async fn metrics_are_exposed_for_prometheus() {
     );
     assert!(text.contains("aftersales_due_queue_depth"), "{text}");
     assert!(text.contains("aftersales_history_events_total"), "{text}");
+}
+
+const RETURN_WF: &str = r#"
+[workflow]
+name = "api.return"
+version = 1
+
+[input]
+rma_id = "string"
+
+[[step]]
+id = "arrive"
+wait = { event = "warehouse.return.received", correlate = "${input.rma_id}", timeout = "10d", on_timeout = "lost", payload = { inspection_passed = "bool" } }
+
+[[step]]
+id = "done"
+end = "completed"
+
+[[step]]
+id = "lost"
+end = "closed"
+"#;
+
+fn signed(event: &InboundEvent, secret: &str, at: SystemTime) -> (Vec<(String, String)>, String) {
+    let d = deliver(&Secret::new(secret), event, at);
+    let headers = d
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (headers, String::from_utf8(d.body).unwrap())
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_before_anything_is_trusted_then_delivered_once() {
+    let api = api(Auth::new(vec![Token::new("ops", "t", vec![Scope::Admin])])).await;
+    api.engine
+        .deploy(&[("ret.toml".into(), RETURN_WF.into())])
+        .await
+        .unwrap();
+    let body =
+        json!({"workflow": "api.return", "business_line": "apparel", "input": {"rma_id": "rma-9"}})
+            .to_string();
+    let (s, _, v) = api
+        .call(
+            "POST",
+            "/v1/instances",
+            &[("authorization", "Bearer t"), ("idempotency-key", "w-1")],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    api.run().await;
+
+    let event = InboundEvent {
+        dedupe_id: "evt_1".into(),
+        name: "warehouse.return.received".into(),
+        correlation: "rma-9".into(),
+        payload: json!({"inspection_passed": true}),
+    };
+    let send = |headers: Vec<(String, String)>, body: String| {
+        let api = &api;
+        async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            api.call("POST", "/v1/webhooks/apparel.warehouse", &h, Some(&body))
+                .await
+        }
+    };
+    // Wrong secret: 401, nothing changes. No token is needed for webhooks: the signature is.
+    let (h, b) = signed(&event, "whsec_wrong", SystemTime::now());
+    let (s, _, p) = send(h, b).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{p}");
+    // A replay from an hour ago: 401.
+    let (h, b) = signed(
+        &event,
+        WEBHOOK_SECRET,
+        SystemTime::now() - Duration::from_secs(3600),
+    );
+    let (s, _, p) = send(h, b).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(p["detail"].as_str().unwrap().contains("stale"), "{p}");
+    // A tampered body: 401.
+    let (h, b) = signed(&event, WEBHOOK_SECRET, SystemTime::now());
+    let (s, _, _) = send(h.clone(), b.replace("true", "false")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    api.run().await;
+    let (_, _, inst) = api
+        .call(
+            "GET",
+            &format!("/v1/instances/{id}"),
+            &[("authorization", "Bearer t")],
+            None,
+        )
+        .await;
+    assert_eq!(inst["status"], "running", "nothing changed");
+    // The genuine delivery, twice: accepted once.
+    let (s, _, _) = send(h.clone(), b.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = send(h, b).await;
+    assert_eq!(s, StatusCode::OK);
+    api.run().await;
+    let (_, _, inst) = api
+        .call(
+            "GET",
+            &format!("/v1/instances/{id}"),
+            &[("authorization", "Bearer t")],
+            None,
+        )
+        .await;
+    assert_eq!(inst["status"], "completed");
+    // Unknown endpoint.
+    let (s, _, _) = api
+        .call("POST", "/v1/webhooks/nobody.payment", &[], Some("{}"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
