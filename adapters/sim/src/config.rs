@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aftersales_adapter::{BuildContext, RegistryError, Secret};
+use aftersales_adapter::{RegistryError, Secret};
 use serde::Deserialize;
 
 /// A probability in parts per thousand (0 = never, 1000 = always); integers keep runs exact
@@ -55,6 +55,35 @@ impl SimConfig {
             webhook_secret: Secret::new("whsec_sim"),
             webhook_tolerance: Duration::from_secs(300),
         }
+    }
+
+    /// Reads the settings of a `kind = "sim"` adapter (the keys documented on
+    /// [`register`](crate::register)), as `aftersales sim serve --settings` does; `env`
+    /// looks up the environment variables the settings name.
+    pub fn from_settings(
+        settings: &serde_json::Value,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SimConfig, RegistryError> {
+        let parsed =
+            SimSettings::deserialize(settings).map_err(|e| RegistryError::InvalidSettings {
+                kind: "sim".into(),
+                message: e.to_string(),
+            })?;
+        parsed.into_config(&|setting: &str| {
+            let Some(var) = settings.get(setting).and_then(|v| v.as_str()) else {
+                return Err(RegistryError::MissingSetting {
+                    kind: "sim".into(),
+                    setting: setting.to_owned(),
+                });
+            };
+            env(var)
+                .map(Secret::new)
+                .ok_or_else(|| RegistryError::MissingEnv {
+                    kind: "sim".into(),
+                    setting: setting.to_owned(),
+                    var: var.to_owned(),
+                })
+        })
     }
 
     pub(crate) fn latency_of(&self, action: &str) -> Duration {
@@ -232,7 +261,12 @@ fn no_business() -> BusinessFaults {
 }
 
 impl SimSettings {
-    pub(crate) fn into_config(self, cx: &BuildContext<'_>) -> Result<SimConfig, RegistryError> {
+    /// The configuration these settings describe; `secret` reads the secret a setting
+    /// names (`webhook_secret_env`).
+    pub(crate) fn into_config(
+        self,
+        secret: &dyn Fn(&str) -> Result<Secret, RegistryError>,
+    ) -> Result<SimConfig, RegistryError> {
         let invalid = |message: String| RegistryError::InvalidSettings {
             kind: "sim".into(),
             message,
@@ -261,7 +295,7 @@ impl SimSettings {
         config.faults = self.action_faults;
         config.business = self.business;
         if self.webhook_secret_env.is_some() {
-            config.webhook_secret = cx.secret("webhook_secret_env")?;
+            config.webhook_secret = secret("webhook_secret_env")?;
         }
         Ok(config)
     }
@@ -304,5 +338,35 @@ mod tests {
             Err("expected a unit ms, s, m, h or d in \"5\"".into())
         );
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn from_settings_reads_the_registry_keys_and_the_named_env_var() {
+        let settings = serde_json::json!({
+            "seed": 9, "refunds": "pending", "settle_after": "5m",
+            "action_faults": {"payment.refund": {"transient": 100}},
+            "webhook_secret_env": "SIM_SECRET",
+        });
+        let env = |name: &str| (name == "SIM_SECRET").then(|| "whsec_test".to_owned());
+        let config = SimConfig::from_settings(&settings, &env).unwrap();
+        assert_eq!(config.seed, 9);
+        assert_eq!(
+            config.refunds,
+            RefundMode::Pending {
+                settle_after: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(config.faults_of("payment.refund").transient, 100);
+        assert_eq!(config.webhook_secret.expose(), "whsec_test");
+        let missing = SimConfig::from_settings(&settings, &|_| None).unwrap_err();
+        assert!(
+            matches!(missing, RegistryError::MissingEnv { .. }),
+            "{missing}"
+        );
+        let unknown = SimConfig::from_settings(&serde_json::json!({"sede": 1}), &env).unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `sede`"),
+            "{unknown}"
+        );
     }
 }

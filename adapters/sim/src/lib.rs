@@ -1,8 +1,8 @@
 //! An in-memory simulated platform that implements every aftersales adapter trait (order
 //! system, warehouse, fulfillment, payment, notifier) from one shared, seeded state.
 //!
-//! Knows no HTTP, no database and no engine: it is what the engine's tests, the demo and the
-//! adapter conformance suite run against. It keeps the promises real adapters must keep and
+//! Knows no database and no engine, and no HTTP outside the `serve` feature: it is what
+//! the engine's tests, the demo and the adapter conformance suite run against. It keeps the promises real adapters must keep and
 //! lets tests break everything else on purpose:
 //!
 //! - **Idempotency.** A repeat with the same key returns the first result and never moves
@@ -21,6 +21,10 @@
 //!
 //! Start at [`Sim::new`], the setup API ([`Sim::create_order`], [`Sim::set_stock`],
 //! [`Sim::mark_shipped`], [`Sim::receive_return`], ...), and [`Sim::adapter_set`].
+//!
+//! With the cargo feature `serve`, the `serve` module puts the same world behind a local
+//! HTTP server (`aftersales sim serve`): platform endpoints the generic HTTP adapter is
+//! configured against, and control endpoints for tests and the demo.
 
 #![warn(missing_docs)]
 
@@ -28,6 +32,8 @@ mod clock;
 mod config;
 mod impls;
 mod model;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod webhook;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,7 +75,7 @@ pub const KIND: &str = "sim";
 pub fn register(registry: &mut Registry) {
     registry.register(KIND, |cx| {
         let settings: config::SimSettings = cx.settings()?;
-        let config = settings.into_config(cx)?;
+        let config = settings.into_config(&|setting: &str| cx.secret(setting))?;
         let sim = Sim::new(config, SystemClock);
         Ok(sim.built())
     });

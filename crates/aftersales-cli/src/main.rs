@@ -1,7 +1,10 @@
-//! The `aftersales` binary: validate workflows and business lines, draw workflows, and run
-//! the daemon.
+//! The `aftersales` binary: validate workflows and business lines, draw workflows, run
+//! the daemon, and serve the simulator (`aftersales sim serve`).
 
+mod client;
 mod serve;
+#[cfg(feature = "adapter-sim")]
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +26,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: client::Remote,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +57,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Plain, env = "AFTERSALES_LOG_FORMAT")]
         log_format: LogFormat,
     },
+    /// The simulated platform: `aftersales sim serve` runs it as a local HTTP server.
+    #[cfg(feature = "adapter-sim")]
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
+    /// Talk to a running daemon (`--url`, `--token`, `--json`; or AFTERSALES_URL and
+    /// AFTERSALES_TOKEN).
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Draw a workflow as a Mermaid flowchart or a Graphviz digraph.
     Graph {
         /// The workflow file.
@@ -99,6 +114,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deny_warnings,
         } => validate(&paths, format, deny_warnings),
         Command::Graph { file, format } => graph(&file, format),
+        Command::Client(cmd) => client::run(cmd, cli.remote),
+        #[cfg(feature = "adapter-sim")]
+        Command::Sim { command } => sim::run(command),
         Command::Serve { config, log_format } => {
             init_logging(log_format);
             let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));

@@ -206,6 +206,58 @@ async fn the_daemon_serves_authenticates_processes_and_stops_cleanly() {
         "{history:?}"
     );
 
+    // The CLI client reads the same instance.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+            .args(args)
+            .env("AFTERSALES_URL", &d.base)
+            .env("AFTERSALES_TOKEN", "shop-secret")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["status", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("physical.return_refund") && out.contains(&id),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["history", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("instance_started"), "{out}");
+    let (code, out, _) = cli(&["list", "--search-key", "o-serve-1"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&id), "{out}");
+    let (code, out, _) = cli(&["status", &id, "--json"]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["id"], json!(id));
+    // The shop token may not cancel: a problem with its code, exit code 1.
+    let (code, _, err) = cli(&["cancel", &id, "--reason", "test"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("AS-API-0403"), "{err}");
+    // Submitting again with the same key through the CLI returns the same instance.
+    let input = submission()["input"].to_string();
+    let (code, out, err) = cli(&[
+        "submit",
+        "--workflow",
+        "physical.return_refund",
+        "--business-line",
+        "apparel",
+        "--key",
+        "k1",
+        "--search-key",
+        "o-serve-1",
+        "--input",
+        &input,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&id), "{out}");
+
     let status = sigterm(&mut d);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 
