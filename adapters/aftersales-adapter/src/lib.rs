@@ -43,7 +43,8 @@ pub use error::{AdapterError, BoxError, ErrorClass};
 pub use event::{Headers, InboundEvent, WebhookError, WebhookVerifier, constant_time_eq};
 pub use key::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use registry::{
-    AdapterConfig, AdapterSetConfig, BuildContext, Built, Factory, Registry, RegistryError, Secret,
+    AdapterConfig, AdapterSetConfig, BuildContext, Built, Factory, LineAdapters, Registry,
+    RegistryError, Secret,
 };
 pub use traits::{Capabilities, Fulfillment, Notifier, OrderSystem, Payment, Warehouse};
 pub use types::{RefundLookup, RefundStatus};

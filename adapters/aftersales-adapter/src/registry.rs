@@ -214,6 +214,9 @@ pub struct AdapterSetConfig {
     pub notify: AdapterConfig,
 }
 
+/// A business line's adapter set and the webhook verifiers of its systems.
+pub type LineAdapters = (AdapterSet, Vec<(System, Arc<dyn WebhookVerifier>)>);
+
 /// Maps adapter kinds to factories. The binary registers one line per platform.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -272,6 +275,16 @@ impl Registry {
         config: &AdapterSetConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<AdapterSet, RegistryError> {
+        self.build_line(config, env).map(|(set, _)| set)
+    }
+
+    /// [`Registry::build_set`], also returning the webhook verifier of each system whose
+    /// platform sends webhooks, from the same built adapters.
+    pub fn build_line(
+        &self,
+        config: &AdapterSetConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LineAdapters, RegistryError> {
         let configs = [
             &config.order,
             &config.warehouse,
@@ -293,7 +306,19 @@ impl Registry {
             system: system.as_str(),
         };
         let pick = |i: usize| built.get(i).cloned().unwrap_or_default();
-        Ok(AdapterSet {
+        let systems = [
+            System::Order,
+            System::Warehouse,
+            System::Fulfillment,
+            System::Payment,
+            System::Notify,
+        ];
+        let webhooks = systems
+            .into_iter()
+            .zip(&built)
+            .filter_map(|(system, b)| b.webhooks.clone().map(|w| (system, w)))
+            .collect();
+        let set = AdapterSet {
             order: pick(0)
                 .order
                 .ok_or_else(|| missing(&config.order, System::Order))?,
@@ -309,7 +334,8 @@ impl Registry {
             notify: pick(4)
                 .notify
                 .ok_or_else(|| missing(&config.notify, System::Notify))?,
-        })
+        };
+        Ok((set, webhooks))
     }
 }
 

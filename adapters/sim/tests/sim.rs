@@ -627,6 +627,26 @@ async fn the_registry_builds_one_sim_for_all_systems() {
     assert!(matches!(err.class, ErrorClass::Transient { .. }), "{err}");
     assert_eq!(set.capabilities().actions().count(), 24);
 
+    // The same build also yields each system's webhook verifier: one simulator, one verifier.
+    let line = AdapterSetConfig {
+        order: sim.clone(),
+        warehouse: sim.clone(),
+        fulfillment: sim.clone(),
+        payment: sim.clone(),
+        notify: sim.clone(),
+    };
+    let (_, verifiers) = registry.build_line(&line, &|_| None).unwrap();
+    let systems: Vec<&str> = verifiers.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        systems,
+        ["order", "warehouse", "fulfillment", "payment", "notify"]
+    );
+    assert!(
+        verifiers
+            .iter()
+            .all(|(_, v)| std::sync::Arc::ptr_eq(v, &verifiers[0].1))
+    );
+
     let bad = AdapterConfig::with_settings("sim", json!({"webhook_secret_env": "SIM_SECRET"}));
     let err = registry.build(&bad, &|_| None).unwrap_err();
     assert_eq!(

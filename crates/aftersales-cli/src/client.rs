@@ -125,11 +125,12 @@ impl Api {
         &self,
         method: reqwest::Method,
         path: &str,
+        query: &[(&str, String)],
         key: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
-        let mut req = self.http.request(method, &url);
+        let mut req = self.http.request(method, &url).query(query);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -276,11 +277,11 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
                 "search_key": search_key,
                 "version": version,
             });
-            api.send(Method::POST, "/v1/instances", Some(key), Some(body))
+            api.send(Method::POST, "/v1/instances", &[], Some(key), Some(body))
                 .await?
         }
         ClientCommand::Status { id } => {
-            api.send(Method::GET, &format!("/v1/instances/{id}"), None, None)
+            api.send(Method::GET, &format!("/v1/instances/{id}"), &[], None, None)
                 .await?
         }
         ClientCommand::List {
@@ -291,7 +292,7 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
             limit,
             cursor,
         } => {
-            let mut q = vec![format!("limit={limit}")];
+            let mut q = vec![("limit", limit.to_string())];
             for (k, v) in [
                 ("status", status),
                 ("business_line", business_line),
@@ -300,16 +301,11 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
                 ("cursor", cursor),
             ] {
                 if let Some(v) = v {
-                    q.push(format!("{k}={}", urlencode(v)));
+                    q.push((k, v.clone()));
                 }
             }
-            api.send(
-                Method::GET,
-                &format!("/v1/instances?{}", q.join("&")),
-                None,
-                None,
-            )
-            .await?
+            api.send(Method::GET, "/v1/instances", &q, None, None)
+                .await?
         }
         ClientCommand::Signal {
             id,
@@ -322,6 +318,7 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
             api.send(
                 Method::POST,
                 &format!("/v1/instances/{id}/signals/{name}"),
+                &[],
                 None,
                 Some(body),
             )
@@ -331,6 +328,7 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
             api.send(
                 Method::POST,
                 &format!("/v1/instances/{id}/cancel"),
+                &[],
                 None,
                 Some(json!({"reason": reason})),
             )
@@ -339,7 +337,8 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
         ClientCommand::History { id } => {
             api.send(
                 Method::GET,
-                &format!("/v1/instances/{id}/history?limit=5000"),
+                &format!("/v1/instances/{id}/history"),
+                &[("limit", "5000".to_owned())],
                 None,
                 None,
             )
@@ -434,15 +433,4 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn urlencode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -151,25 +151,6 @@ fn duration_ms(name: &str, text: &str) -> anyhow::Result<i64> {
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))
 }
 
-fn workflow_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "toml") {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                files.push((path.display().to_string(), text));
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// Everything the daemon loads before it opens the store.
 pub struct Loaded {
     workflow_files: Vec<(String, String)>,
@@ -180,7 +161,9 @@ pub struct Loaded {
 
 /// Loads and checks the workflows and business lines; every error is reported at once.
 pub fn load(config: &Config) -> anyhow::Result<Loaded> {
-    let files = workflow_files(&config.paths.workflows)?;
+    let files = crate::read_all(&crate::collect_files(std::slice::from_ref(
+        &config.paths.workflows,
+    ))?)?;
     let sources: Vec<Source> = files.iter().map(|(n, t)| Source::new(n, t)).collect();
     let report = check_sources(&sources, &aftersales_runtime::catalogue::builtin(), true);
     if !report.is_ok() {
@@ -207,7 +190,7 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
     let mut names = Vec::new();
     let mut webhooks: HashMap<String, Arc<dyn WebhookVerifier>> = HashMap::new();
     for (file, line) in &lines.lines {
-        let set = line.build_adapters(&registry, &env).with_context(|| {
+        let (set, verifiers) = registry.build_line(&line.adapters, &env).with_context(|| {
             format!(
                 "building the adapters of business line `{}` ({file})",
                 line.id
@@ -216,20 +199,8 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
         dispatcher.bind(line.id.to_string(), Arc::new(set));
         names.push(line.id.to_string());
         // Each system whose platform sends webhooks gets `POST /v1/webhooks/<line>.<system>`.
-        let systems = [
-            ("order", &line.adapters.order),
-            ("warehouse", &line.adapters.warehouse),
-            ("fulfillment", &line.adapters.fulfillment),
-            ("payment", &line.adapters.payment),
-            ("notify", &line.adapters.notify),
-        ];
-        for (system, cfg) in systems {
-            let built = registry.build(cfg, &env).with_context(|| {
-                format!("building the {system} adapter of `{}` ({file})", line.id)
-            })?;
-            if let Some(verifier) = built.webhooks {
-                webhooks.insert(format!("{}.{system}", line.id), verifier);
-            }
+        for (system, verifier) in verifiers {
+            webhooks.insert(format!("{}.{}", line.id, system.as_str()), verifier);
         }
     }
     Ok(Loaded {
@@ -263,28 +234,8 @@ fn tokens(config: &Config) -> anyhow::Result<Auth> {
     Ok(Auth::new(out))
 }
 
-/// Makes sure a SQLite file's directory exists.
-fn prepare_store_path(url: &str) -> anyhow::Result<()> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(());
-    }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let path = path.split('?').next().unwrap_or(path);
-    if path.starts_with(':') {
-        return Ok(());
-    }
-    if let Some(dir) = Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -312,7 +263,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "no API tokens configured: every request is allowed (configure [auth] for production)"
         );
     }
-    prepare_store_path(&config.store.url)?;
     let store = aftersales_store::open_store(&config.store.url)
         .await
         .context("opening the store")?;

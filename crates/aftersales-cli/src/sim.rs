@@ -98,11 +98,12 @@ async fn serve(sim: Sim, listen: &str) -> anyhow::Result<()> {
     println!("sim listening on http://{bound}");
     use std::io::Write as _;
     std::io::stdout().flush().context("writing to stdout")?;
-    let serving = aftersales_adapter_sim::serve::serve(sim, listener, shutdown_signal());
+    let serving =
+        aftersales_adapter_sim::serve::serve(sim, listener, crate::serve::shutdown_signal());
     // A request held by a `hang` fault would keep a graceful shutdown waiting for an hour;
     // its effect is already applied, so stop anyway after a grace period.
     let grace = async {
-        shutdown_signal().await;
+        crate::serve::shutdown_signal().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
@@ -119,23 +120,3 @@ async fn serve(sim: Sim, listen: &str) -> anyhow::Result<()> {
 
 /// How long in-flight requests may finish after SIGTERM or SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}

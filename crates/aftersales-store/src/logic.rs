@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use aftersales_core::store::memory::name_matches;
 use aftersales_core::store::{
     Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, MessageKind,
-    NewHistory, NewInstance, StoreError,
+    NewHistory, NewInstance, StoreError, ignored_history,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -328,7 +328,7 @@ pub(crate) async fn deliver<T: Tx + ?Sized>(
     if head.status.is_final() {
         tx.append_history(
             &instance_id,
-            &[ignored(&msg, now, "the instance has ended")],
+            &[ignored_history(&msg, now, "the instance has ended")],
         )
         .await?;
         return Ok(Delivered::Finished(head.status));
@@ -338,16 +338,11 @@ pub(crate) async fn deliver<T: Tx + ?Sized>(
         .await?
         || !push_message(tx, &instance_id, &msg, now).await?
     {
-        tx.append_history(&instance_id, &[ignored(&msg, now, "duplicate")])
+        tx.append_history(&instance_id, &[ignored_history(&msg, now, "duplicate")])
             .await?;
         return Ok(Delivered::Duplicate);
     }
     Ok(Delivered::Accepted(vec![instance_id]))
-}
-
-/// `MemoryStore`'s record of a signal or cancel that changed nothing.
-fn ignored(msg: &InboxMessage, now: i64, why: &str) -> NewHistory {
-    aftersales_core::store::ignored_history(msg, now, why)
 }
 
 async fn deliver_event<T: Tx + ?Sized>(

@@ -54,7 +54,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it if missing) the database at a file path or a `sqlite:` URL
+    /// Opens (creating it and its directory if missing) the database at a file path or a `sqlite:` URL
     /// (`sqlite://data/aftersales.db`, `sqlite:aftersales.db?mode=rwc`, `sqlite::memory:`),
     /// and applies the migrations.
     pub async fn open(path_or_url: &str) -> Result<SqliteStore, StoreError> {
@@ -70,6 +70,14 @@ impl SqliteStore {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT);
+        // A missing file is created, and so is its directory.
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("sqlite open: creating {}: {e}", dir.display()))
+            })?;
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
