@@ -16,6 +16,13 @@ pub fn builtin() -> Registry {
     aftersales_adapter_http::register(&mut registry);
     #[cfg(feature = "example")]
     aftersales_adapter_example::register(&mut registry);
+    #[cfg(feature = "stripe")]
+    aftersales_adapter_stripe::register(&mut registry);
+    #[cfg(feature = "wechatpay")]
+    aftersales_adapter_wechatpay::register(&mut registry);
+    #[cfg(feature = "alipay")]
+    aftersales_adapter_alipay::register(&mut registry);
+    #[cfg(feature = "shipbob")]
     registry
 }
 
@@ -30,5 +37,12 @@ mod tests {
         assert!(kinds.iter().any(|k| k == "http"), "{kinds:?}");
         #[cfg(feature = "example")]
         assert!(kinds.iter().any(|k| k == "acme"), "{kinds:?}");
+        #[cfg(feature = "stripe")]
+        assert!(kinds.iter().any(|k| k == "stripe"), "{kinds:?}");
+        #[cfg(feature = "wechatpay")]
+        assert!(kinds.iter().any(|k| k == "wechatpay"), "{kinds:?}");
+        #[cfg(feature = "alipay")]
+        assert!(kinds.iter().any(|k| k == "alipay"), "{kinds:?}");
+        #[cfg(feature = "shipbob")]
     }
 }
