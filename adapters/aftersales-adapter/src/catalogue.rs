@@ -192,7 +192,7 @@ static CATALOGUE: &[ActionSpec] = &[
             req(
                 "lines",
                 T::List,
-                "the order lines: [{ line_id, sku, spu, quantity, unit_price, paid, entitlement_id? }]",
+                "the order lines: [{ line_id, sku, spu, quantity, unit_price, paid, entitlement_id?, line_discount?, category?, flags?, course_id? }]",
             ),
             req("paid", T::Money, "the amount paid for the whole order"),
             req("shipping_fee", T::Money, "the shipping fee paid"),
@@ -206,6 +206,22 @@ static CATALOGUE: &[ActionSpec] = &[
                 "shipment",
                 T::String,
                 "not_shipped | picked | shipped | delivered, when known",
+            ),
+            opt(
+                "coupon",
+                T::Money,
+                "the order-level coupon, when reported apart from the lines",
+            ),
+            opt("paid_at", T::Int, "when it was paid, Unix milliseconds"),
+            opt(
+                "shipped_at",
+                T::Int,
+                "when it was handed to the carrier, Unix milliseconds",
+            ),
+            opt(
+                "delivered_at",
+                T::Int,
+                "when the buyer signed for it, Unix milliseconds",
             ),
         ],
     },

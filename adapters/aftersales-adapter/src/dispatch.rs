@@ -366,12 +366,20 @@ mod tests {
                     unit_price: cny(100),
                     paid: cny(90),
                     entitlement_id: None,
+                    line_discount: None,
+                    category: None,
+                    flags: Vec::new(),
+                    course_id: None,
                 }],
                 paid: cny(100),
                 shipping_fee: cny(10),
                 payment_id: PaymentId::new(format!("pay-{}", req.order_id)),
                 buyer_id: Some("b1".into()),
                 shipment: Some(ShipmentState::NotShipped),
+                coupon: Some(cny(0)),
+                paid_at: Some(1_795_564_800_000),
+                shipped_at: Some(1_795_564_900_000),
+                delivered_at: Some(1_795_565_000_000),
             })
         }
         async fn mark_after_sales(

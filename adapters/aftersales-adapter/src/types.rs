@@ -96,6 +96,21 @@ pub struct OrderLine {
     /// For virtual goods: the entitlement this line granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entitlement_id: Option<EntitlementId>,
+    /// The line's own discount (not the order coupon), when the platform reports it. When
+    /// absent, `unit_price × quantity − paid` is taken as the line's discount and the order
+    /// is assumed to carry no separate coupon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_discount: Option<Money>,
+    /// The product category (`apparel.tops`), for rule exclusions and return rates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Facts that can make the line non-returnable: `unsealed`, `activated`, `custom_made`,
+    /// `perishable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// For virtual goods: the course inside the product this line sells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub course_id: Option<String>,
 }
 
 /// `order.get` output.
@@ -117,6 +132,20 @@ pub struct Order {
     /// Where the goods are, when the order system knows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shipment: Option<ShipmentState>,
+    /// The order-level coupon, when the platform reports it apart from the lines (each
+    /// line's `line_discount` is then given too, and `paid` is net of both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<Money>,
+    /// When it was paid, in Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<i64>,
+    /// When it was handed to the carrier, in Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_at: Option<i64>,
+    /// When the buyer signed for it, in Unix milliseconds (the no-reason window runs from
+    /// here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
 }
 
 /// `order.mark_after_sales` input.

@@ -128,6 +128,10 @@ impl OrderSystem for Sim {
                         unit_price: l.unit_price,
                         paid: l.paid,
                         entitlement_id: l.entitlement_id.clone(),
+                        line_discount: l.details.line_discount,
+                        category: l.details.category.clone(),
+                        flags: l.details.flags.clone(),
+                        course_id: l.details.course_id.clone(),
                     })
                     .collect(),
                 paid,
@@ -135,6 +139,10 @@ impl OrderSystem for Sim {
                 payment_id: o.payment_id.clone(),
                 buyer_id: Some(o.buyer_id.clone()),
                 shipment: Some(o.shipment),
+                coupon: o.coupon,
+                paid_at: Some(o.paid_at),
+                shipped_at: o.shipped_at,
+                delivered_at: o.delivered_at,
             })
         })
         .await
@@ -246,7 +254,9 @@ impl Warehouse for Sim {
                 } else if o.shipment != ShipmentState::NotShipped {
                     InterceptResult::TooLate
                 } else if state.rng.chance(too_late_rate) {
-                    // The rate only applies to a shipment that could still be stopped.
+                    // The rate only applies to a shipment that could still be stopped: the
+                    // parcel was picked in the meantime, and is on its way from now on.
+                    order_mut(state, cx, &req.order_id)?.shipment = ShipmentState::Picked;
                     InterceptResult::TooLate
                 } else {
                     InterceptResult::Intercepted

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use aftersales_adapter::ids::{
-    BuyerId, EntitlementId, OrderId, ParcelId, PaymentId, RefundId, ReservationId, RmaId,
+    BuyerId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId, ReservationId, RmaId,
     ServiceOrderId, Sku,
 };
 use aftersales_adapter::types::ShipmentState;
@@ -54,9 +54,9 @@ use serde::de::DeserializeOwned;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BusinessFaults, Delivery, Fault, FaultRates, Permille, RefundMode, SimConfig};
 pub use model::{
-    CallRecord, Inspection, LedgerEntry, LedgerKind, NewLine, NewOrder, ParcelKind,
-    ReservationState, ReturnState, SentMessage, SimEntitlement, SimLine, SimOrder, SimParcel,
-    SimPayment, SimReservation, SimReturn,
+    CallRecord, Inspection, LedgerEntry, LedgerKind, LineDetails, NewLine, NewOrder, OrderDetails,
+    ParcelKind, ReservationState, ReturnState, SentMessage, SimEntitlement, SimLine, SimOrder,
+    SimParcel, SimPayment, SimReservation, SimReturn,
 };
 pub use webhook::{SIGNATURE_HEADER, SimWebhookVerifier, WebhookDelivery, deliver, sign};
 
@@ -290,6 +290,7 @@ impl Sim {
     /// amounts plus shipping) and, for lines with `entitlement_units`, their entitlements.
     /// The order starts not shipped. Returns the payment id.
     pub fn create_order(&self, order: NewOrder) -> Result<PaymentId, SimError> {
+        let now_ms = unix_ms(self.now());
         let mut state = self.lock();
         if state.orders.contains_key(&order.order_id) {
             return Err(SimError::InvalidState(format!(
@@ -333,6 +334,7 @@ impl Sim {
                 unit_price: l.unit_price,
                 paid: l.paid,
                 entitlement_id,
+                details: LineDetails::default(),
             });
         }
         state.payments.insert(
@@ -357,9 +359,53 @@ impl Sim {
                 marks: Default::default(),
                 reported_refunds: Vec::new(),
                 closed: Default::default(),
+                coupon: None,
+                paid_at: now_ms,
+                shipped_at: None,
+                delivered_at: None,
             },
         );
         Ok(payment_id)
+    }
+
+    /// Sets an order's coupon and payment time. The lines' `paid` amounts are not touched:
+    /// they must already be net of the coupon.
+    pub fn set_order_details(
+        &self,
+        order_id: &OrderId,
+        details: OrderDetails,
+    ) -> Result<(), SimError> {
+        let mut state = self.lock();
+        let order = state
+            .orders
+            .get_mut(order_id)
+            .ok_or_else(|| unknown("order", order_id))?;
+        order.coupon = details.coupon;
+        if let Some(at) = details.paid_at {
+            order.paid_at = at;
+        }
+        Ok(())
+    }
+
+    /// Sets a line's category, flags, own discount and course.
+    pub fn set_line_details(
+        &self,
+        order_id: &OrderId,
+        line_id: &LineId,
+        details: LineDetails,
+    ) -> Result<(), SimError> {
+        let mut state = self.lock();
+        let order = state
+            .orders
+            .get_mut(order_id)
+            .ok_or_else(|| unknown("order", order_id))?;
+        let line = order
+            .lines
+            .iter_mut()
+            .find(|l| &l.line_id == line_id)
+            .ok_or_else(|| unknown("order line", line_id))?;
+        line.details = details;
+        Ok(())
     }
 
     /// Moves an order's goods along: picked, shipped (in transit), delivered.
@@ -377,6 +423,17 @@ impl Sim {
             return Err(SimError::InvalidState(format!(
                 "order `{order_id}` was intercepted and cannot ship"
             )));
+        }
+        let now = unix_ms(self.now());
+        match shipment {
+            ShipmentState::Shipped => {
+                order.shipped_at.get_or_insert(now);
+            }
+            ShipmentState::Delivered => {
+                order.shipped_at.get_or_insert(now);
+                order.delivered_at.get_or_insert(now);
+            }
+            _ => {}
         }
         order.shipment = shipment;
         Ok(())
@@ -803,4 +860,11 @@ pub(crate) fn emit_refund_final(state: &mut State, refund_id: &str) {
         payload["service_order_id"] = serde_json::Value::String(so.as_str().to_owned());
     }
     state.emit(name, refund_id, payload);
+}
+
+/// Milliseconds since the Unix epoch (zero before it).
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

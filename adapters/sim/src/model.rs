@@ -74,6 +74,39 @@ pub struct SimOrder {
     pub reported_refunds: Vec<(ServiceOrderId, RefundId, Money)>,
     /// Final outcomes reported, per service order.
     pub closed: BTreeMap<ServiceOrderId, (CloseOutcome, Option<String>)>,
+    /// The order-level coupon, when one was set with [`Sim::set_order_details`](crate::Sim::set_order_details).
+    pub coupon: Option<Money>,
+    /// When it was paid (the simulator's clock at creation), Unix milliseconds.
+    pub paid_at: i64,
+    /// When it shipped, Unix milliseconds.
+    pub shipped_at: Option<i64>,
+    /// When it was delivered, Unix milliseconds.
+    pub delivered_at: Option<i64>,
+}
+
+/// Facts about an order beyond its lines and amounts, for the rules: set with
+/// [`Sim::set_order_details`](crate::Sim::set_order_details).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderDetails {
+    /// The order-level coupon (each line's `paid` must then be net of its share, and each
+    /// line's `line_discount` set).
+    pub coupon: Option<Money>,
+    /// Overrides when it was paid, Unix milliseconds.
+    pub paid_at: Option<i64>,
+}
+
+/// Facts about one line beyond its amounts: set with
+/// [`Sim::set_line_details`](crate::Sim::set_line_details).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LineDetails {
+    /// The line's own discount (not the coupon).
+    pub line_discount: Option<Money>,
+    /// The product category.
+    pub category: Option<String>,
+    /// `unsealed`, `activated`, `custom_made`, `perishable`.
+    pub flags: Vec<String>,
+    /// The course a virtual line sells.
+    pub course_id: Option<String>,
 }
 
 /// One line of a [`SimOrder`].
@@ -93,6 +126,8 @@ pub struct SimLine {
     pub paid: Money,
     /// The entitlement it granted (virtual goods).
     pub entitlement_id: Option<EntitlementId>,
+    /// Category, flags, discount and course, when set.
+    pub details: LineDetails,
 }
 
 /// A payment captured for an order.

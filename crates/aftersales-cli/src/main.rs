@@ -2,6 +2,8 @@
 //! the daemon, and serve the simulator (`aftersales sim serve`).
 
 mod client;
+#[cfg(feature = "adapter-sim")]
+mod demo;
 mod serve;
 #[cfg(feature = "adapter-sim")]
 mod sim;
@@ -57,6 +59,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Plain, env = "AFTERSALES_LOG_FORMAT")]
         log_format: LogFormat,
     },
+    /// Run the daemon on a SQLite file with the simulator behind every business line, push
+    /// about a thousand after-sales requests through its API on a fast clock, and print a
+    /// summary.
+    #[cfg(feature = "adapter-sim")]
+    Demo(demo::DemoArgs),
     /// The simulated platform: `aftersales sim serve` runs it as a local HTTP server.
     #[cfg(feature = "adapter-sim")]
     Sim {
@@ -117,6 +124,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(cmd) => client::run(cmd, cli.remote),
         #[cfg(feature = "adapter-sim")]
         Command::Sim { command } => sim::run(command),
+        #[cfg(feature = "adapter-sim")]
+        Command::Demo(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(demo::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, log_format } => {
             init_logging(log_format);
             let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));

@@ -157,10 +157,19 @@ pub struct Loaded {
     dispatcher: AdapterDispatcher,
     lines: Vec<String>,
     webhooks: HashMap<String, Arc<dyn WebhookVerifier>>,
+    service_lines: Vec<aftersales_runtime::service::Line>,
+}
+
+/// The checked workflow files and business lines, before any adapter is built.
+pub struct Definitions {
+    /// Workflow files, as (path, text).
+    pub workflow_files: Vec<(String, String)>,
+    /// Business lines, with their file.
+    pub lines: Vec<(String, business_line::BusinessLine)>,
 }
 
 /// Loads and checks the workflows and business lines; every error is reported at once.
-pub fn load(config: &Config) -> anyhow::Result<Loaded> {
+pub fn load_definitions(config: &Config) -> anyhow::Result<Definitions> {
     let files = crate::read_all(&crate::collect_files(std::slice::from_ref(
         &config.paths.workflows,
     ))?)?;
@@ -185,19 +194,38 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}\nnot starting"))?;
+    Ok(Definitions {
+        workflow_files: files,
+        lines: lines.lines,
+    })
+}
+
+/// Loads and checks the workflows and business lines, and builds every line's adapters.
+pub fn load(config: &Config) -> anyhow::Result<Loaded> {
+    let Definitions {
+        workflow_files: files,
+        lines,
+    } = load_definitions(config)?;
+    let registry = aftersales_adapters::builtin();
     let env = |k: &str| std::env::var(k).ok();
     let mut dispatcher = AdapterDispatcher::new();
     let mut names = Vec::new();
     let mut webhooks: HashMap<String, Arc<dyn WebhookVerifier>> = HashMap::new();
-    for (file, line) in &lines.lines {
+    let mut service_lines = Vec::new();
+    for (file, line) in &lines {
         let (set, verifiers) = registry.build_line(&line.adapters, &env).with_context(|| {
             format!(
                 "building the adapters of business line `{}` ({file})",
                 line.id
             )
         })?;
-        dispatcher.bind(line.id.to_string(), Arc::new(set));
+        let set = Arc::new(set);
+        dispatcher.bind(line.id.to_string(), set.clone());
         names.push(line.id.to_string());
+        service_lines.push(aftersales_runtime::service::Line {
+            config: line.clone(),
+            adapters: set,
+        });
         // Each system whose platform sends webhooks gets `POST /v1/webhooks/<line>.<system>`.
         for (system, verifier) in verifiers {
             webhooks.insert(format!("{}.{}", line.id, system.as_str()), verifier);
@@ -208,6 +236,7 @@ pub fn load(config: &Config) -> anyhow::Result<Loaded> {
         dispatcher,
         lines: names,
         webhooks,
+        service_lines,
     })
 }
 
@@ -301,6 +330,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_limit: config.server.body_limit_bytes,
         metrics: Some(metrics),
         webhooks: Arc::new(loaded.webhooks),
+        service: Some(Arc::new(aftersales_runtime::service::AfterSales::new(
+            engine.clone(),
+            loaded.service_lines,
+        ))),
     });
     let addr: SocketAddr = config.server.listen.parse().with_context(|| {
         format!(

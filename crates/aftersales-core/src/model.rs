@@ -175,6 +175,10 @@ pub struct Step {
     pub next: Next,
     /// How many times the step may run in one instance (a loop guard).
     pub max_visits: Option<Sp<u32>>,
+    /// The phase the instance enters with this step (`under_review`, `refunding`): a label
+    /// for people and for the layer above the engine, which maps it to its own states. An
+    /// instance keeps the phase of the last step it entered that declared one.
+    pub phase: Option<Sp<String>>,
     /// What it is for, for people.
     pub description: Option<String>,
     /// Byte range of the step's table.

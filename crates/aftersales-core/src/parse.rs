@@ -746,6 +746,7 @@ fn step(cx: &mut Cx, v: &Val, in_branch: bool) -> Option<Step> {
     let max_visits = t
         .get("max_visits")
         .and_then(|v| positive_u32(cx, v, "max_visits"));
+    let phase = t.get("phase").and_then(|v| ident(cx, v, "phase"));
     let next_val = t.get("next");
     let present: Vec<&str> = KIND_KEYS.iter().copied().filter(|k| t.has(k)).collect();
     let kind_name = match present.as_slice() {
@@ -929,6 +930,7 @@ fn step(cx: &mut Cx, v: &Val, in_branch: bool) -> Option<Step> {
         kind: kind?,
         next,
         max_visits,
+        phase,
         description,
         span,
     })

@@ -127,6 +127,8 @@ async fn the_same_idempotency_key_returns_the_same_instance_and_a_different_body
             params: json!({}),
             idempotency_key: Some("req-1".into()),
             search_key: None,
+            meta: serde_json::Value::Null,
+            id: None,
         })
         .await
         .unwrap_err();
@@ -161,6 +163,8 @@ async fn bad_input_is_refused_with_every_problem_named_and_nothing_stored() {
             params: json!({}),
             idempotency_key: Some("bad".into()),
             search_key: None,
+            meta: serde_json::Value::Null,
+            id: None,
         })
         .await
         .unwrap_err();
@@ -183,6 +187,8 @@ async fn bad_input_is_refused_with_every_problem_named_and_nothing_stored() {
             params: json!({}),
             idempotency_key: None,
             search_key: None,
+            meta: serde_json::Value::Null,
+            id: None,
         })
         .await
         .unwrap_err();
@@ -1379,6 +1385,8 @@ reason = "auto-approved after ${params.merchant_response}"
             params: json!({"merchant_response": "2h"}),
             idempotency_key: None,
             search_key: None,
+            meta: serde_json::Value::Null,
+            id: None,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ const SHIPPED: &[&str] = &[
     include_str!("../../../workflows/physical/return_refund.toml"),
     include_str!("../../../workflows/physical/cancel_after_payment.toml"),
     include_str!("../../../workflows/physical/exchange.toml"),
+    include_str!("../../../workflows/physical/refund_only.toml"),
     include_str!("../../../workflows/virtual/refund_revoke.toml"),
     include_str!("../../../workflows/virtual/exchange.toml"),
     include_str!("../../../workflows/bundle/return_refund.toml"),

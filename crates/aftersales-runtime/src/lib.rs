@@ -9,6 +9,7 @@
 
 pub mod business_line;
 pub mod catalogue;
+pub mod service;
 
 use std::collections::HashMap;
 use std::sync::Arc;

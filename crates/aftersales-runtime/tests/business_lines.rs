@@ -138,11 +138,14 @@ fn shipped_lines_load_and_cross_check_clean() {
         apparel.workflow(AfterSalesType::ReturnRefund),
         Some(&WorkflowRef::parse("physical.return_refund@1").unwrap())
     );
-    assert_eq!(apparel.workflow(AfterSalesType::RefundOnly), None);
+    assert_eq!(
+        apparel.workflow(AfterSalesType::RefundOnly),
+        Some(&WorkflowRef::parse("physical.refund_only@1").unwrap())
+    );
     assert_eq!(
         apparel.instance_params(),
         json!({
-            "too_late_converts": true,
+            "too_late": "carrier_intercept",
             "merchant_response": "48h",
             "buyer_ship_within": "7d",
             "receipt_within": "10d",
@@ -197,19 +200,31 @@ fn check(text: &str, workflows: &[&Workflow]) -> Vec<Diagnostic> {
 fn an_adapter_lacking_an_action_a_workflow_calls_is_refused() {
     let workflows = shipped_workflows();
     let refs: Vec<&Workflow> = workflows.iter().collect();
-    // physical.exchange charges the buyer's postage; this payment adapter cannot charge.
+    // physical.exchange charges the buyer's postage and physical.return_refund claims
+    // shipping insurance; this payment adapter can only refund.
     let text = apparel_with(
         "[adapters.payment]\nkind = \"sim\"",
         "[adapters.payment]\nkind = \"refunds_only\"",
     );
     let diags = check(&text, &refs);
-    assert_eq!(codes_of(&diags), [codes::UNSUPPORTED_ACTION], "{diags:#?}");
+    assert_eq!(
+        codes_of(&diags),
+        [codes::UNSUPPORTED_ACTION, codes::UNSUPPORTED_ACTION],
+        "{diags:#?}"
+    );
     assert_eq!(
         diags[0].message,
         "adapter `refunds_only` does not support `payment.charge`, which \
          `physical.exchange@1` (exchange) call(s)"
     );
     assert_eq!(diags[0].source_line, "kind = \"refunds_only\"");
+    assert!(
+        diags[1]
+            .message
+            .starts_with("adapter `refunds_only` does not support `payment.insurance_claim`"),
+        "{}",
+        diags[1].message
+    );
 }
 
 #[test]
@@ -241,7 +256,7 @@ fn cross_checks_report_every_problem_at_once() {
         "exchange = \"virtual.exchange@1\"",
         1,
     )
-    .replacen("too_late_converts = true", "too_late_converts = \"yes\"", 1)
+    .replacen("too_late = \"carrier_intercept\"", "too_late = 42", 1)
     .replacen(
         "[adapters.notify]\nkind = \"sim\"",
         "[adapters.notify]\nkind = \"smtp\"",
@@ -318,7 +333,7 @@ fn load_dir_refuses_a_directory_with_errors_and_renders_them() {
     assert_eq!(diagnostics[0].code, codes::UNKNOWN_FIELD);
     assert!(
         rendered.contains(
-            "apparel.toml:18:1: error[AS-BL-0002]: unknown field `no_reason_window_dayz` in [rules]"
+            "apparel.toml:19:1: error[AS-BL-0002]: unknown field `no_reason_window_dayz` in [rules]"
         ),
         "{rendered}"
     );

@@ -85,6 +85,8 @@ fn cancel_request(n: u32, payment_id: &str) -> StartRequest {
         params: json!({}),
         idempotency_key: Some(format!("cancel-{n}")),
         search_key: Some(format!("o-{n}")),
+        meta: serde_json::Value::Null,
+        id: None,
     }
 }
 

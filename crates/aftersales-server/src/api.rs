@@ -37,6 +37,9 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Webhook verifiers by endpoint name (`apparel.payment`): `POST /v1/webhooks/{name}`.
     pub webhooks: Arc<HashMap<String, Arc<dyn WebhookVerifier>>>,
+    /// The after-sales service over the business lines (`/v1/after-sales`), when the daemon
+    /// runs business lines.
+    pub service: Option<Arc<aftersales_runtime::service::AfterSales>>,
 }
 
 /// The API router.
@@ -49,6 +52,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances/{id}/signals/{name}", post(signal))
         .route("/v1/instances/{id}/cancel", post(cancel))
         .route("/v1/events", post(event))
+        .route(
+            "/v1/after-sales",
+            post(crate::after_sales::submit).get(crate::after_sales::list),
+        )
+        .route("/v1/after-sales/quote", post(crate::after_sales::quote))
+        .route("/v1/after-sales/{id}", get(crate::after_sales::get_one))
+        .route(
+            "/v1/after-sales/{id}/history",
+            get(crate::after_sales::history),
+        )
+        .route(
+            "/v1/after-sales/{id}/signals/{name}",
+            post(crate::after_sales::signal),
+        )
+        .route(
+            "/v1/after-sales/{id}/cancel",
+            post(crate::after_sales::cancel),
+        )
+        .route(
+            "/v1/business-lines",
+            get(crate::after_sales::business_lines),
+        )
         .route("/v1/webhooks/{name}", post(webhook))
         .route("/v1/workflows", get(workflows))
         .route("/v1/workflows/{name}/graph", get(workflow_graph))
@@ -64,7 +89,7 @@ async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
 }
 
-fn engine_problem(e: EngineError) -> Problem {
+pub(crate) fn engine_problem(e: EngineError) -> Problem {
     match e {
         EngineError::InvalidInput(errors) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -113,7 +138,7 @@ fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
@@ -181,6 +206,8 @@ async fn start(
             params: body.params,
             idempotency_key: Some(key),
             search_key: body.search_key,
+            meta: serde_json::Value::Null,
+            id: None,
         })
         .await
         .map_err(engine_problem)?;
@@ -438,7 +465,7 @@ pub struct SignalBody {
     pub payload: Value,
 }
 
-fn delivered(d: Delivered, id: &str) -> Result<Response, Problem> {
+pub(crate) fn delivered(d: Delivered, id: &str) -> Result<Response, Problem> {
     match d {
         Delivered::Accepted(ids) => Ok((
             StatusCode::ACCEPTED,
@@ -675,7 +702,11 @@ async fn webhook(
                 .map(|v| (k.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    let verified = verifier.verify(&pairs, &body, std::time::SystemTime::now());
+    // The engine's clock: the system clock in production, the same manual clock as the
+    // simulator's in tests and the demo.
+    let now = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(st.engine.clock().now_ms()).unwrap_or(0));
+    let verified = verifier.verify(&pairs, &body, now);
     let event = match verified {
         Ok(Some(ev)) => ev,
         Ok(None) => return (StatusCode::OK, verifier.ack_body()).into_response(),

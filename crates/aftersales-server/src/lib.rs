@@ -15,11 +15,20 @@
 //! | `POST /v1/instances/{id}/signals/{name}` | operate | send a signal |
 //! | `POST /v1/instances/{id}/cancel` | operate | ask it to cancel (compensates) |
 //! | `POST /v1/events` | operate | deliver an external event by correlation key |
+//! | `POST /v1/after-sales` | submit | a buyer's request: rules, refund, workflow; `Idempotency-Key` required |
+//! | `POST /v1/after-sales/quote` | submit | the rules and the refund breakdown, nothing stored |
+//! | `GET /v1/after-sales` | read | service orders, filtered by state, type, line, order, time |
+//! | `GET /v1/after-sales/{id}` | read | one: state, lines, money, what it waits on until when |
+//! | `GET /v1/after-sales/{id}/history` | read | its history |
+//! | `POST /v1/after-sales/{id}/signals/{name}` | operate | merchant decision, buyer shipped, retention result |
+//! | `POST /v1/after-sales/{id}/cancel` | operate | the buyer withdraws (compensates) |
+//! | `GET /v1/business-lines` | read | the loaded business lines |
 //! | `GET /v1/workflows` | read | deployed workflow versions |
 //! | `GET /v1/workflows/{name}/graph` | read | Mermaid graph of a workflow |
 //! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (the store answers) |
 //! | `GET /metrics` | none | Prometheus text, when the recorder is installed |
 
+pub mod after_sales;
 pub mod api;
 pub mod auth;
 pub mod json;

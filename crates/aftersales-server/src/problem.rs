@@ -12,7 +12,7 @@ pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
     /// Short, human.
-    pub title: String,
+    pub title: &'static str,
     /// HTTP status.
     pub status: u16,
     /// Stable machine code (`AS-API-0400`).
@@ -22,6 +22,9 @@ pub struct Problem {
     /// Per-field problems, when there are several.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Value>,
+    /// Extension members (RFC 7807 §3.2), such as the refused rule.
+    #[serde(flatten)]
+    pub extensions: Box<serde_json::Map<String, Value>>,
 }
 
 impl Problem {
@@ -29,12 +32,19 @@ impl Problem {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
             kind: format!("/problems/{code}"),
-            title: status.canonical_reason().unwrap_or("error").to_owned(),
+            title: status.canonical_reason().unwrap_or("error"),
             status: status.as_u16(),
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            extensions: Box::default(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: Value) -> Problem {
+        self.extensions.insert(key.to_owned(), value);
+        self
     }
 
     /// Adds per-field problems.
@@ -70,6 +80,10 @@ pub mod codes {
     pub const UNAVAILABLE: &str = "AS-API-0503";
     /// A bug or corrupted data.
     pub const INTERNAL: &str = "AS-API-0500";
+    /// The after-sales rules refused the request (the `rule` member names which).
+    pub const REFUSED: &str = "AS-API-0423";
+    /// An upstream platform (order system, fulfillment) failed; nothing was stored.
+    pub const UPSTREAM: &str = "AS-API-0502";
 }
 
 impl IntoResponse for Problem {

@@ -35,7 +35,8 @@ const LOCK_SPACE: i32 = 0x4153_5452;
 
 const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
      idempotency_key, search_key, input::text AS input, params::text AS params, \
-     state::text AS state, due_at, needs_attention, created_at, updated_at, lease_version, wake";
+     state::text AS state, due_at, needs_attention, created_at, updated_at, lease_version, wake, \
+     meta::text AS meta";
 
 const INBOX_COLS: &str =
     "id, instance_id, kind, name, correlation, dedupe_id, payload::text AS payload, received_at";
@@ -246,9 +247,9 @@ impl Tx for PgTx {
         let done = sqlx::query(
             "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
              idempotency_key, request_hash, search_key, input, params, state, due_at, \
-             created_at, updated_at) \
+             created_at, updated_at, meta) \
              VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9::jsonb, $10::jsonb, \
-             $11::jsonb, $12, $12, $12) \
+             $11::jsonb, $12, $12, $12, $13::jsonb) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&new.id)
@@ -263,6 +264,7 @@ impl Tx for PgTx {
         .bind(json_text(&new.params)?)
         .bind(json_text(&new.state)?)
         .bind(new.now)
+        .bind(json_text(&new.meta)?)
         .execute(&mut *self.0)
         .await
         .map_err(db("insert instance"))?;

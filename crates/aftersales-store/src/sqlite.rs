@@ -32,7 +32,7 @@ const READERS: u32 = 4;
 
 const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
      idempotency_key, search_key, input, params, state, due_at, needs_attention, created_at, \
-     updated_at, lease_version, wake";
+     updated_at, lease_version, wake, meta";
 
 const INBOX_COLS: &str =
     "id, instance_id, kind, name, correlation, dedupe_id, payload, received_at";
@@ -205,8 +205,8 @@ impl Tx for SqliteTx {
         let done = sqlx::query(
             "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
              idempotency_key, request_hash, search_key, input, params, state, due_at, \
-             created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12) \
+             created_at, updated_at, meta) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12, ?13) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&new.id)
@@ -221,6 +221,7 @@ impl Tx for SqliteTx {
         .bind(json_text(&new.params)?)
         .bind(json_text(&new.state)?)
         .bind(new.now)
+        .bind(json_text(&new.meta)?)
         .execute(&mut *self.0)
         .await
         .map_err(db("insert instance"))?;

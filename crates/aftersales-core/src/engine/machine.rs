@@ -689,6 +689,9 @@ impl<'a> Machine<'a> {
         };
         let visit = st.visits.get(&step_id).copied().unwrap_or(0) + 1;
         st.visits.insert(step_id.clone(), visit);
+        if let Some(phase) = &step.phase {
+            st.phase = Some(phase.value.clone());
+        }
         if let Some(f) = st.fibers.get_mut(&fid) {
             f.visit = visit;
         }
@@ -1252,6 +1255,22 @@ impl<'a> Machine<'a> {
                             Some(a.attempt),
                             json!({"error": message, "class": class_name(class), "final": why}),
                         );
+                        // The attempt has answered, so it is no longer in flight. A
+                        // definitive refusal to a retry with the same idempotency key also
+                        // settles what earlier attempts with unknown outcomes did: had one
+                        // taken effect, the platform would have answered with its result.
+                        // Only an attempt that may have taken effect is compensated.
+                        if let Some(f) = st.fibers.get_mut(&fid) {
+                            f.run = Run::Task(Attempt {
+                                in_flight: false,
+                                maybe_applied: match class {
+                                    FailureClass::Permanent => false,
+                                    FailureClass::UnknownOutcome | FailureClass::Timeout => true,
+                                    FailureClass::Transient { .. } => a.maybe_applied,
+                                },
+                                ..a.clone()
+                            });
+                        }
                         self.fail_fiber(st, fid, format!("{message} ({why})"), fx);
                     }
                 }

@@ -37,6 +37,10 @@ pub struct ExecState {
     pub end: Option<EndRecord>,
     /// Flagged for a person.
     pub needs_attention: bool,
+    /// The phase of the last step entered that declared one (`phase = "..."` in the
+    /// workflow), for the layer above the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 impl ExecState {
@@ -63,6 +67,7 @@ impl ExecState {
             compensation: None,
             end: None,
             needs_attention: false,
+            phase: None,
         }
     }
 }

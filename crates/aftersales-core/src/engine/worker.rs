@@ -137,6 +137,13 @@ pub struct StartRequest {
     pub idempotency_key: Option<String>,
     /// A searchable key (the order id).
     pub search_key: Option<String>,
+    /// A record the caller attaches to the instance, stored with it in one write and
+    /// returned with it (`Value::Null` when none); the engine never reads it.
+    pub meta: Value,
+    /// The instance id to use, when the caller names it (a service order id chosen before
+    /// the start, so it can be passed in the input); a fresh UUIDv7 when absent. Not part of
+    /// the idempotency comparison.
+    pub id: Option<String>,
 }
 
 /// The answer to a start.
@@ -328,7 +335,10 @@ impl Engine {
             return Err(EngineError::InvalidInput(errors));
         }
         let now = self.clock.now_ms();
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = req
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let new = new_instance(NewInstanceParts {
             id,
             idempotency_key: req.idempotency_key.clone(),
@@ -339,6 +349,7 @@ impl Engine {
             params,
             parent_id: None,
             search_key: req.search_key.clone(),
+            meta: req.meta.clone(),
             now,
         })?;
         let created = self.store.create_instance(new).await?;
@@ -853,6 +864,7 @@ impl Engine {
             params,
             parent_id: Some(parent.id.clone()),
             search_key: parent.search_key.clone(),
+            meta: Value::Null,
             now,
         })
         .map_err(|e| e.to_string())
@@ -869,6 +881,7 @@ struct NewInstanceParts<'a> {
     params: Value,
     parent_id: Option<String>,
     search_key: Option<String>,
+    meta: Value,
     now: i64,
 }
 
@@ -901,6 +914,7 @@ fn new_instance(p: NewInstanceParts<'_>) -> Result<NewInstance, EngineError> {
         state,
         parent_id: p.parent_id,
         search_key: p.search_key,
+        meta: p.meta,
         now: p.now,
         history,
     })
@@ -916,6 +930,7 @@ fn request_hash(req: &StartRequest) -> String {
         "input": req.input,
         "params": req.params,
         "search_key": req.search_key,
+        "meta": req.meta,
     }));
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }

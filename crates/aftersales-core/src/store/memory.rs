@@ -86,6 +86,7 @@ impl Inner {
             input: new.input,
             params: new.params,
             state: new.state,
+            meta: new.meta,
             due_at: Some(new.now),
             needs_attention: false,
             created_at: new.now,

@@ -132,6 +132,9 @@ pub struct NewInstance {
     pub params: Value,
     /// The engine's initial execution state.
     pub state: Value,
+    /// The caller's record attached to the instance (the after-sales service order); opaque
+    /// to the engine, `null` when none. Written once, with the instance.
+    pub meta: Value,
     /// The parent instance, for sub-workflows.
     pub parent_id: Option<String>,
     /// A searchable key (the order id), optional.
@@ -185,6 +188,8 @@ pub struct InstanceRecord {
     pub params: Value,
     /// The engine's execution state (opaque to the store).
     pub state: Value,
+    /// The caller's record attached at start (`null` when none).
+    pub meta: Value,
     /// When the engine wants to look at it next; `None` when finished.
     pub due_at: Option<i64>,
     /// Flagged for a person (a compensation that could not succeed, a step failed past the

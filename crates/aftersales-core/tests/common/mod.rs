@@ -250,6 +250,8 @@ impl Harness {
                 params: json!({}),
                 idempotency_key: key.map(str::to_owned),
                 search_key: None,
+                meta: serde_json::Value::Null,
+                id: None,
             })
             .await
             .unwrap();
