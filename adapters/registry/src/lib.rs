@@ -23,6 +23,9 @@ pub fn builtin() -> Registry {
     #[cfg(feature = "alipay")]
     aftersales_adapter_alipay::register(&mut registry);
     #[cfg(feature = "shipbob")]
+    aftersales_adapter_shipbob::register(&mut registry);
+    #[cfg(feature = "shopify")]
+    aftersales_adapter_shopify::register(&mut registry);
     registry
 }
 
@@ -44,5 +47,8 @@ mod tests {
         #[cfg(feature = "alipay")]
         assert!(kinds.iter().any(|k| k == "alipay"), "{kinds:?}");
         #[cfg(feature = "shipbob")]
+        assert!(kinds.iter().any(|k| k == "shipbob"), "{kinds:?}");
+        #[cfg(feature = "shopify")]
+        assert!(kinds.iter().any(|k| k == "shopify"), "{kinds:?}");
     }
 }
