@@ -73,6 +73,8 @@ pub mod codes {
     pub const UNUSED_PARAM: &str = "AS-BL-0106";
     /// Retention is on but no workflow of the line has a retention step (warning).
     pub const RETENTION_UNUSED: &str = "AS-BL-0107";
+    /// A workflow step declares a phase that is not a service order state.
+    pub const UNKNOWN_PHASE: &str = "AS-BL-0108";
 }
 
 /// The workflow parameter that carries the line's `retention` switch.
@@ -1148,6 +1150,7 @@ pub fn cross_check(src: &Source<'_>, line: &BusinessLine, cx: &CrossCheck<'_>) -
                 )),
             );
         }
+        check_phases(&mut out, wf, r, span.clone());
         let mut walker = Walker {
             out: &mut out,
             line,
@@ -1165,6 +1168,56 @@ pub fn cross_check(src: &Source<'_>, line: &BusinessLine, cx: &CrossCheck<'_>) -
         check_unused(&mut out, line, &walk);
     }
     out.diags
+}
+
+/// The phases a workflow's steps may declare: the service order states a request passes
+/// through (the final ones come from how the workflow ends).
+const PHASES: &[&str] = &[
+    "requested",
+    "under_review",
+    "retention",
+    "approved",
+    "awaiting_return_shipment",
+    "in_transit",
+    "received",
+    "inspected",
+    "refunding",
+    "refunded",
+    "reshipping",
+    "delivered",
+];
+
+fn check_phases(out: &mut Out<'_, '_>, wf: &Workflow, r: &WorkflowRef, span: Range<usize>) {
+    fn each<'s>(steps: &'s [aftersales_core::model::Step], found: &mut Vec<(&'s str, &'s str)>) {
+        for step in steps {
+            if let Some(p) = &step.phase {
+                found.push((step.id.value.as_str(), p.value.as_str()));
+            }
+            if let aftersales_core::model::StepKind::Parallel(par) = &step.kind {
+                for b in &par.branches {
+                    each(&b.steps, found);
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    each(&wf.steps, &mut found);
+    for (step, phase) in found {
+        if !PHASES.contains(&phase) {
+            out.push(
+                Severity::Error,
+                codes::UNKNOWN_PHASE,
+                span.clone(),
+                format!(
+                    "workflow `{r}` step `{step}` declares phase `{phase}`, which is not a service order state"
+                ),
+                Some(format!(
+                    "use one of {}; final states come from the workflow's `end` steps",
+                    PHASES.join(", ")
+                )),
+            );
+        }
+    }
 }
 
 fn unknown_workflow(

@@ -343,3 +343,39 @@ fn load_dir_refuses_a_directory_with_errors_and_renders_them() {
     let missing = load_dir(Path::new("/no/such/dir"), &cx).unwrap_err();
     assert!(matches!(missing, BusinessLineError::Io { .. }), "{missing}");
 }
+
+#[test]
+fn a_workflow_phase_that_is_not_a_service_order_state_is_refused() {
+    let text = std::fs::read_to_string(root().join("workflows/physical/return_refund.toml"))
+        .unwrap()
+        .replacen(
+            "phase = \"under_review\"",
+            "phase = \"waiting_for_merchant\"",
+            1,
+        );
+    let sources = [Source::new("return_refund.toml", &text)];
+    let report = check_workflows(&sources, &aftersales_runtime::catalogue::builtin(), true);
+    assert!(report.is_ok(), "{:#?}", report.diagnostics);
+    let mut workflows: Vec<Workflow> = shipped_workflows()
+        .into_iter()
+        .filter(|w| w.name.value != "physical.return_refund")
+        .collect();
+    workflows.extend(report.workflows.into_iter().map(|(_, w)| w));
+    let refs: Vec<&Workflow> = workflows.iter().collect();
+    let diags = check(
+        &std::fs::read_to_string(root().join("config/business-lines/apparel.toml")).unwrap(),
+        &refs,
+    );
+    let phase: Vec<&Diagnostic> = diags
+        .iter()
+        .filter(|d| d.code == codes::UNKNOWN_PHASE)
+        .collect();
+    assert!(!phase.is_empty(), "{diags:#?}");
+    assert!(
+        phase[0]
+            .message
+            .contains("step `merchant_review` declares phase `waiting_for_merchant`"),
+        "{}",
+        phase[0].message
+    );
+}

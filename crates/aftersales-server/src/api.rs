@@ -247,6 +247,8 @@ pub struct InstanceView {
     updated_at: String,
     next_due_at: Option<String>,
     waiting_on: Vec<WaitingView>,
+    /// The phase of the last step entered that declared one.
+    phase: Option<String>,
     reason: Option<String>,
     output: Option<Value>,
 }
@@ -290,6 +292,7 @@ fn view(rec: &InstanceRecord) -> InstanceView {
                 until: w.until.map(rfc3339),
             })
             .collect(),
+        phase: state.as_ref().and_then(|s| s.phase.clone()),
         reason: end.as_ref().map(|e| e.reason.clone()),
         output: end.map(|e| e.output),
     }

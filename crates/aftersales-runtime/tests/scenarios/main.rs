@@ -870,3 +870,91 @@ async fn all_scenarios_on_postgres() {
         s20_refund_above_paid
     );
 }
+
+/// A platform team adds a business line with one TOML file and no Rust change: it loads,
+/// validates against the shipped workflows, and runs a request end to end.
+#[tokio::test]
+async fn a_new_business_line_is_added_by_a_toml_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kids_shoes.toml"),
+        r#"
+[business_line]
+id = "kids_shoes"
+name = "Children's shoes"
+goods = "physical"
+retention = false
+
+[after_sales]
+return_refund = "physical.return_refund@1"
+
+[rules]
+no_reason_window_days = 15
+return_shipping = { payer = "merchant", return_leg_fee = { minor = 0, currency = "CNY" }, exchange_reship_fee = { minor = 0, currency = "CNY" } }
+restocking_fee = { kind = "none" }
+
+[timeouts]
+merchant_response = "12h"
+
+[return_rate]
+alert_above_bp = 1500
+
+[adapters.order]
+kind = "sim"
+
+[adapters.warehouse]
+kind = "sim"
+
+[adapters.fulfillment]
+kind = "sim"
+
+[adapters.payment]
+kind = "sim"
+
+[adapters.notify]
+kind = "sim"
+"#,
+    )
+    .unwrap();
+    let (store, _db) = sqlite().await;
+    let w = World::with_lines(
+        store,
+        dir.path(),
+        aftersales_adapter_sim::SimConfig::quiet(3),
+    )
+    .await;
+    w.physical_order("k1", "sneaker-28", 1, 25_900, 0);
+    w.deliver("k1");
+    // Day 12: outside apparel's 7 days, inside this line's 15.
+    w.clock.advance(12 * DAY);
+    let so = w
+        .submit(
+            json!({"business_line": "kids_shoes", "order_id": "k1", "type": "return_refund",
+            "lines": [{"line_id": "l1"}], "reason": "no_reason"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(so.state, ServiceOrderState::UnderReview);
+    // The line's own 12-hour merchant deadline approves it.
+    w.advance(13 * HOUR).await;
+    assert_eq!(
+        w.view(&so.id).await.state,
+        ServiceOrderState::AwaitingReturnShipment
+    );
+    w.ship(&so.id).await;
+    w.receive(&so.id, true).await;
+    let so = w.view(&so.id).await;
+    assert_eq!(so.state, ServiceOrderState::Completed, "{so:#?}");
+    assert_eq!(w.refunds(&so.id)[0].amount, cny(25_900));
+    // An exchange is not offered by this line.
+    let r = w
+        .submit(
+            json!({"business_line": "kids_shoes", "order_id": "k1", "type": "exchange",
+            "lines": [{"line_id": "l1", "exchange_to": "sneaker-29"}], "reason": "wrong_size"}),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(ServiceError::TypeNotOffered { .. })),
+        "{r:?}"
+    );
+}
