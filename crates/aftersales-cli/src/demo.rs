@@ -21,7 +21,7 @@ use aftersales_adapter_sim::{
 };
 use aftersales_core::engine::{Clock, Engine, ManualClock, WorkerConfig};
 use aftersales_domain::{
-    BusinessLineId, CategoryId, RateThreshold, Reason, SalesEvent, SalesRecord, UnixMillis, Window,
+    BusinessLineId, CategoryId, RateThreshold, Reason, SalesEvent, SalesRecord, UnixMillis,
 };
 use aftersales_money::{Currency, Money};
 use aftersales_runtime::AdapterDispatcher;
@@ -516,6 +516,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     // Orders nobody complains about: most of what is sold is kept.
     add_quiet_sales(&mut sales, &mut rng, start_ms);
+    post_sales(&http, &base, &sales).await?;
 
     // 2. The buyers' requests, through the API, eight at a time.
     let submit_bar = bar(&multi, planned.len() as u64, "submitted");
@@ -604,7 +605,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     done_bar.finish_with_message(format!("after {days:.1} simulated days"));
 
     // 4. The summary.
-    summary(&engine, &sim, &all, &refused, &sales, &thresholds, start_ms).await?;
+    summary(
+        &engine,
+        &sim,
+        &all,
+        &refused,
+        &thresholds,
+        (&http, &base),
+        (start_ms - 24 * 3_600_000, clock.now_ms() + 1),
+    )
+    .await?;
     let example = all
         .iter()
         .find(|o| {
@@ -697,6 +707,46 @@ fn add_quiet_sales(sales: &mut Vec<SalesRecord>, rng: &mut Rng, now: i64) {
             });
         }
     }
+}
+
+/// Sends what was sold to the daemon's sales feed, in batches.
+async fn post_sales(
+    http: &reqwest::Client,
+    base: &str,
+    sales: &[SalesRecord],
+) -> anyhow::Result<()> {
+    for (n, chunk) in sales.chunks(5_000).enumerate() {
+        let records: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r.event {
+                SalesEvent::Sold { quantity } => Some(json!({
+                    "id": format!("demo-sale-{n}-{i}"),
+                    "business_line": r.business_line,
+                    "category": r.category,
+                    "sku": r.sku,
+                    "quantity": quantity,
+                    "at": aftersales_core::engine::machine::rfc3339(r.at.0),
+                })),
+                SalesEvent::Returned { .. } => None,
+            })
+            .collect();
+        let resp = http
+            .post(format!("{base}/v1/sales"))
+            .header("content-type", "application/json")
+            .body(json!({ "sales": records }).to_string())
+            .send()
+            .await
+            .context("posting sales")?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            bail!(
+                "POST /v1/sales answered {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Waits until no instance is due (the workers caught up with the clock).
@@ -858,9 +908,9 @@ async fn summary(
     sim: &Sim,
     all: &[ServiceOrderView],
     refused: &BTreeMap<String, u64>,
-    sales: &[SalesRecord],
     thresholds: &[RateThreshold],
-    start_ms: i64,
+    (http, base): (&reqwest::Client, &str),
+    (from, to): (i64, i64),
 ) -> anyhow::Result<()> {
     use aftersales_domain::ServiceOrderState as S;
     let states = [S::Completed, S::Rejected, S::Closed, S::Failed];
@@ -979,79 +1029,73 @@ async fn summary(
     println!("  sagas compensated:        {compensations}");
     println!("  flagged for a person:     {attention}");
 
-    // Return rates against each line's threshold.
-    let mut records = sales.to_vec();
-    for o in all {
-        let returned = matches!(o.state, S::Completed) && o.refunded_amount.is_some();
-        if !returned {
-            continue;
-        }
-        for l in &o.lines {
-            let sku = l.sku.clone().unwrap_or_default();
-            let category = sales
-                .iter()
-                .find(|r| r.sku.as_str() == sku)
-                .map(|r| r.category.clone())
-                .unwrap_or_else(|| CategoryId::new("uncategorized"));
-            records.push(SalesRecord {
-                business_line: BusinessLineId::new(o.business_line.clone()),
-                category,
-                sku: aftersales_domain::Sku::new(sku),
-                at: UnixMillis(start_ms),
-                event: SalesEvent::Returned {
-                    quantity: l.quantity,
-                    reason: serde_json::from_value(o.reason.clone()).unwrap_or(Reason::Other),
-                },
-            });
-        }
+    // Return rates against each line's threshold, from the daemon's analytics.
+    let url = format!(
+        "{base}/v1/analytics/return-rates?from={}&to={}",
+        aftersales_core::engine::machine::rfc3339(from),
+        aftersales_core::engine::machine::rfc3339(to)
+    );
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .context("reading return rates")?;
+    let status = resp.status();
+    let report: Value =
+        serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("GET /v1/analytics/return-rates answered {status}: {report}");
     }
-    let window = Window::new(UnixMillis(start_ms - 1), UnixMillis(start_ms + 1))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rates = aftersales_domain::return_rates(&records, window);
-    let alerts = aftersales_domain::alerts(&rates, thresholds);
+    let empty = Vec::new();
+    let rates = report["rates"].as_array().unwrap_or(&empty);
+    let alerts = report["alerts"].as_array().unwrap_or(&empty);
+    let ratio = |r: &Value| {
+        (
+            r["ratio"]["returned"].as_u64().unwrap_or(0),
+            r["ratio"]["sold"].as_u64().unwrap_or(0),
+        )
+    };
     println!();
-    println!("Return rates (returned ÷ sold units) against each line's alert threshold");
+    println!(
+        "Return rates (returned ÷ sold units; GET /v1/analytics/return-rates) against each line's alert threshold"
+    );
     for r in rates
         .iter()
-        .filter(|r| r.scope == aftersales_domain::RateScope::BusinessLine)
+        .filter(|r| r["scope"]["kind"] == "business_line")
     {
+        let line = r["business_line"].as_str().unwrap_or_default();
+        let (returned, sold) = ratio(r);
+        let bp = (returned * 10_000).checked_div(sold).unwrap_or(0);
         let t = thresholds
             .iter()
-            .find(|t| t.business_line == r.business_line)
+            .find(|t| t.business_line.as_str() == line)
             .map(|t| t.max_bp);
-        let bp = r.ratio.basis_points().unwrap_or(0);
         let alert = alerts
             .iter()
-            .any(|a| a.business_line == r.business_line && a.scope == r.scope);
+            .any(|a| a["business_line"] == line && a["scope"]["kind"] == "business_line");
         println!(
-            "  {:<22} {:>7}  ({} of {})   threshold {}{}",
-            r.business_line.as_str(),
+            "  {:<22} {:>7}  ({returned} of {sold})   threshold {}{}",
+            line,
             percent(bp),
-            r.ratio.returned,
-            r.ratio.sold,
             t.map(|t| percent(u64::from(t)))
                 .unwrap_or_else(|| "none".into()),
             if alert { "   ALERT" } else { "" }
         );
     }
-    let other_alerts: Vec<_> = alerts
+    let other: Vec<&Value> = alerts
         .iter()
-        .filter(|a| a.scope != aftersales_domain::RateScope::BusinessLine)
+        .filter(|a| a["scope"]["kind"] != "business_line")
         .collect();
-    if !other_alerts.is_empty() {
+    if !other.is_empty() {
         println!("  alerts by category or SKU:");
-        for a in other_alerts.iter().take(8) {
-            let scope = match &a.scope {
-                aftersales_domain::RateScope::Category(c) => format!("category {c}"),
-                aftersales_domain::RateScope::Sku(s) => format!("sku {s}"),
-                other => format!("{other:?}"),
-            };
+        for a in other.iter().take(8) {
+            let (returned, sold) = ratio(a);
             println!(
-                "    {} {scope}: {} ({} of {})",
-                a.business_line.as_str(),
-                percent(a.ratio.basis_points().unwrap_or(0)),
-                a.ratio.returned,
-                a.ratio.sold
+                "    {} {} {}: {} ({returned} of {sold})",
+                a["business_line"].as_str().unwrap_or_default(),
+                a["scope"]["kind"].as_str().unwrap_or_default(),
+                a["scope"]["value"].as_str().unwrap_or_default(),
+                percent(a["basis_points"].as_u64().unwrap_or(0)),
             );
         }
     }
@@ -1067,8 +1111,8 @@ fn percent(bp: u64) -> String {
 fn fresh_orders(sim: &Sim) -> Vec<String> {
     let mut out = Vec::new();
     for (i, (sku, spu, category, price, shipped)) in [
-        ("jeans-m", "jeans", "apparel.bottoms", 29_900, true),
-        ("jeans-l", "jeans", "apparel.bottoms", 29_900, true),
+        ("jeans-m", "jeans", "apparel.jeans", 29_900, true),
+        ("jeans-l", "jeans", "apparel.jeans", 29_900, true),
         ("dress-s", "dress", "apparel.dresses", 49_900, true),
         ("coat-m", "coat", "apparel.outerwear", 89_900, false),
     ]

@@ -314,6 +314,50 @@ async fn a_return_and_refund_through_the_real_binary_over_http() {
     assert_eq!(status, 200);
     assert!(lines["items"].as_array().unwrap().len() >= 5, "{lines}");
 
+    // The sales feed (a record sent twice counts once) and the return rates over it.
+    let sales = json!({"sales": [
+        {"id": "feed-1", "business_line": "apparel", "category": "apparel.jeans", "sku": "jeans-m", "quantity": 40, "at": "2026-01-01T00:00:00Z"},
+        {"id": "feed-1", "business_line": "apparel", "category": "apparel.jeans", "sku": "jeans-m", "quantity": 40, "at": "2026-01-01T00:00:00Z"}
+    ]});
+    let (status, v) = send(
+        reqwest::Method::POST,
+        &format!("{b}/v1/sales"),
+        None,
+        Some(sales),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v, json!({"recorded": 1, "duplicates": 1}));
+    let (status, rates) = send(
+        reqwest::Method::GET,
+        &format!(
+            "{b}/v1/analytics/return-rates?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&business_line=apparel"
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{rates}");
+    let jeans = rates["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["scope"] == json!({"kind": "category", "value": "apparel.jeans"}))
+        .unwrap_or_else(|| panic!("{rates:#}"));
+    assert_eq!(
+        jeans["ratio"],
+        json!({"returned": 1, "sold": 40}),
+        "{rates:#}"
+    );
+    let (status, bad) = send(
+        reqwest::Method::GET,
+        &format!("{b}/v1/analytics/return-rates?from=yesterday&to=2100-01-01T00:00:00Z"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+
     // SIGTERM: exits 0.
     let pid = d.child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -413,3 +413,97 @@ pub(crate) async fn business_lines(
         .collect();
     Ok(AxumJson(json!({"items": items, "signals": SIGNALS.iter().map(|(n, d)| json!({"name": n, "payload": d})).collect::<Vec<_>>()})).into_response())
 }
+
+/// One record of `POST /v1/sales`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleBody {
+    /// The feed's id for the record; a record sent twice is counted once.
+    pub id: String,
+    /// A loaded business line.
+    pub business_line: String,
+    /// The product category.
+    pub category: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units sold.
+    pub quantity: u64,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The body of `POST /v1/sales`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesBody {
+    /// Up to 10,000 records.
+    pub sales: Vec<SaleBody>,
+}
+
+/// `POST /v1/sales`: units sold, the denominator of return rates.
+pub(crate) async fn record_sales(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<SalesBody>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Submit)?;
+    if body.sales.len() > 10_000 {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::INVALID_INPUT,
+            format!(
+                "{} sales records in one request; send at most 10000",
+                body.sales.len()
+            ),
+        ));
+    }
+    let mut records = Vec::with_capacity(body.sales.len());
+    for (i, s) in body.sales.into_iter().enumerate() {
+        let at = instant(&format!("sales[{i}].at"), &Some(s.at))?.unwrap_or_default();
+        records.push(aftersales_core::store::SaleRecord {
+            business_line: s.business_line,
+            category: s.category,
+            sku: s.sku,
+            quantity: s.quantity,
+            at,
+            dedupe_id: s.id,
+        });
+    }
+    let total = records.len() as u64;
+    let new = service(&st)?
+        .record_sales(&records)
+        .await
+        .map_err(service_problem)?;
+    Ok(AxumJson(json!({"recorded": new, "duplicates": total - new})).into_response())
+}
+
+/// Query of `GET /v1/analytics/return-rates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesParams {
+    from: String,
+    to: String,
+    business_line: Option<String>,
+}
+
+/// `GET /v1/analytics/return-rates?from=…&to=…[&business_line=…]`
+pub(crate) async fn return_rates(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RatesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    st.auth.check(&headers, Scope::Read)?;
+    let Query(q) = query
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, codes::BAD_QUERY, e.body_text()))?;
+    let from = instant("from", &Some(q.from))?.unwrap_or_default();
+    let to = instant("to", &Some(q.to))?.unwrap_or_default();
+    let mut report = service(&st)?
+        .return_rates(from, to)
+        .await
+        .map_err(service_problem)?;
+    if let Some(line) = &q.business_line {
+        report.rates.retain(|r| r.business_line.as_str() == line);
+        report.alerts.retain(|a| a.business_line.as_str() == line);
+    }
+    Ok(AxumJson(report).into_response())
+}

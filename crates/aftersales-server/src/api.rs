@@ -74,6 +74,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/business-lines",
             get(crate::after_sales::business_lines),
         )
+        .route("/v1/sales", post(crate::after_sales::record_sales))
+        .route(
+            "/v1/analytics/return-rates",
+            get(crate::after_sales::return_rates),
+        )
         .route("/v1/webhooks/{name}", post(webhook))
         .route("/v1/workflows", get(workflows))
         .route("/v1/workflows/{name}/graph", get(workflow_graph))

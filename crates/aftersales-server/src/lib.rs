@@ -23,6 +23,8 @@
 //! | `POST /v1/after-sales/{id}/signals/{name}` | operate | merchant decision, buyer shipped, retention result |
 //! | `POST /v1/after-sales/{id}/cancel` | operate | the buyer withdraws (compensates) |
 //! | `GET /v1/business-lines` | read | the loaded business lines |
+//! | `POST /v1/sales` | submit | units sold (a sales feed), the denominator of return rates |
+//! | `GET /v1/analytics/return-rates` | read | rates by line, category, SKU and reason over a window, with alerts |
 //! | `GET /v1/workflows` | read | deployed workflow versions |
 //! | `GET /v1/workflows/{name}/graph` | read | Mermaid graph of a workflow |
 //! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (the store answers) |

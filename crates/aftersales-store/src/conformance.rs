@@ -244,6 +244,7 @@ macro_rules! conformance_tests {
             next_due_at_accounts_for_leases,
             renew_leases_keeps_live_leases_of_the_owner,
             stats_count_running_due_and_attention,
+            sales_are_recorded_once_and_summed_over_a_window,
             json_round_trips_exactly,
             concurrent_claims_never_share_an_instance,
             concurrent_signals_are_stored_once,
@@ -2008,4 +2009,38 @@ pub async fn durable_state_verify(store: Arc<dyn Store>) {
         kinds(&c.inbox)[2],
         (MessageKind::Event, "parcel.lost", "e-9")
     );
+}
+
+/// Units sold: a record seen before (by dedupe id) is ignored; totals sum a window per
+/// business line, category and SKU.
+pub async fn sales_are_recorded_once_and_summed_over_a_window(store: Arc<dyn Store>) {
+    use aftersales_core::store::{SaleRecord, SalesTotal};
+    let sale = |id: &str, sku: &str, quantity: u64, at: i64| SaleRecord {
+        business_line: "apparel".to_owned(),
+        category: "apparel.tops".to_owned(),
+        sku: sku.to_owned(),
+        quantity,
+        at,
+        dedupe_id: id.to_owned(),
+    };
+    let first = vec![
+        sale("s1", "tshirt-m", 2, 1_000),
+        sale("s2", "tshirt-m", 3, 2_000),
+        sale("s3", "tshirt-l", 1, 3_000),
+        sale("s4", "tshirt-l", 7, 9_000),
+    ];
+    assert_eq!(store.record_sales(&first).await.unwrap(), 4);
+    // The same records again (a retried feed) and one new one.
+    let mut again = first.clone();
+    again.push(sale("s5", "tshirt-m", 1, 2_500));
+    assert_eq!(store.record_sales(&again).await.unwrap(), 1);
+    let totals = store.sales_totals(1_000, 9_000).await.unwrap();
+    let total = |sku: &str, quantity: u64| SalesTotal {
+        business_line: "apparel".to_owned(),
+        category: "apparel.tops".to_owned(),
+        sku: sku.to_owned(),
+        quantity,
+    };
+    assert_eq!(totals, vec![total("tshirt-l", 1), total("tshirt-m", 6)]);
+    assert!(store.sales_totals(10_000, 20_000).await.unwrap().is_empty());
 }

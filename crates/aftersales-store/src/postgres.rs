@@ -7,7 +7,7 @@ use std::time::Duration;
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
     InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance,
-    Store, StoreError, StoreStats,
+    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -725,6 +725,54 @@ impl Store for PgStore {
             due: count(due)?,
             needs_attention: count(attention)?,
         })
+    }
+
+    async fn record_sales(&self, sales: &[SaleRecord]) -> Result<u64, StoreError> {
+        let mut tx = self.begin("record_sales").await?;
+        let mut new = 0u64;
+        for s in sales {
+            let quantity = i64::try_from(s.quantity).map_err(|_| {
+                StoreError::Corrupt(format!("sale {}: quantity too large", s.dedupe_id))
+            })?;
+            let done = sqlx::query(
+                "INSERT INTO sales (dedupe_id, business_line, category, sku, quantity, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&s.dedupe_id)
+            .bind(&s.business_line)
+            .bind(&s.category)
+            .bind(&s.sku)
+            .bind(quantity)
+            .bind(s.at)
+            .execute(&mut *tx.0)
+            .await
+            .map_err(db("record_sales"))?;
+            new += done.rows_affected();
+        }
+        tx.commit("record_sales").await?;
+        Ok(new)
+    }
+
+    async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT business_line, category, sku, CAST(SUM(quantity) AS BIGINT) FROM sales \
+             WHERE at >= $1 AND at < $2 GROUP BY business_line, category, sku \
+             ORDER BY business_line, category, sku",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("sales_totals"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(business_line, category, sku, quantity)| SalesTotal {
+                business_line,
+                category,
+                sku,
+                quantity: u64::try_from(quantity).unwrap_or(0),
+            })
+            .collect())
     }
 }
 

@@ -32,6 +32,8 @@ struct Inner {
     /// Events no instance waited for yet.
     buffered: Vec<InboxMessage>,
     next_msg: i64,
+    /// Units sold, by dedupe id.
+    sales: BTreeMap<String, SaleRecord>,
 }
 
 /// The in-memory store.
@@ -528,6 +530,37 @@ impl Store for MemoryStore {
             }
         }
         Ok(s)
+    }
+
+    async fn record_sales(&self, sales: &[SaleRecord]) -> Result<u64, StoreError> {
+        let mut inner = self.lock()?;
+        let mut new = 0;
+        for s in sales {
+            if !inner.sales.contains_key(&s.dedupe_id) {
+                inner.sales.insert(s.dedupe_id.clone(), s.clone());
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {
+        let inner = self.lock()?;
+        let mut totals: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+        for s in inner.sales.values().filter(|s| from <= s.at && s.at < to) {
+            *totals
+                .entry((s.business_line.clone(), s.category.clone(), s.sku.clone()))
+                .or_default() += s.quantity;
+        }
+        Ok(totals
+            .into_iter()
+            .map(|((business_line, category, sku), quantity)| SalesTotal {
+                business_line,
+                category,
+                sku,
+                quantity,
+            })
+            .collect())
     }
 }
 

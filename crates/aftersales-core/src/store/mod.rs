@@ -418,6 +418,36 @@ pub fn ignored_history(msg: &InboxMessage, now: i64, why: &str) -> NewHistory {
     }
 }
 
+/// Units sold, as a sales feed reports them: the denominator of return rates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleRecord {
+    /// The business line.
+    pub business_line: String,
+    /// The product category.
+    pub category: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units sold.
+    pub quantity: u64,
+    /// When (unix ms).
+    pub at: i64,
+    /// The feed's id for this record; a record whose id was seen before is ignored.
+    pub dedupe_id: String,
+}
+
+/// Units sold per business line, category and SKU over a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesTotal {
+    /// The business line.
+    pub business_line: String,
+    /// The product category.
+    pub category: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units sold.
+    pub quantity: u64,
+}
+
 /// The engine's persistence.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -478,4 +508,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for metrics.
     async fn stats(&self, now: i64) -> Result<StoreStats, StoreError>;
+
+    /// Records units sold (for return rates); records whose `dedupe_id` was seen before are
+    /// ignored. Returns how many were new.
+    async fn record_sales(&self, sales: &[SaleRecord]) -> Result<u64, StoreError>;
+
+    /// Units sold with `from <= at < to`, summed per business line, category and SKU.
+    async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError>;
 }

@@ -824,3 +824,181 @@ impl AfterSales {
         Ok(current)
     }
 }
+
+/// Return rates over a window, and the alerts they raise.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReturnRatesReport {
+    /// Window start (unix ms, inclusive).
+    pub from: i64,
+    /// Window end (unix ms, exclusive).
+    pub to: i64,
+    /// Rates by business line, category, SKU and reason.
+    pub rates: Vec<aftersales_domain::ReturnRate>,
+    /// Scopes above their line's threshold.
+    pub alerts: Vec<aftersales_domain::Alert>,
+}
+
+impl AfterSales {
+    /// Records units sold from a sales feed (the denominator of return rates); records seen
+    /// before are ignored. Every record must name a loaded business line.
+    pub async fn record_sales(
+        &self,
+        sales: &[aftersales_core::store::SaleRecord],
+    ) -> Result<u64, ServiceError> {
+        if let Some(bad) = sales
+            .iter()
+            .find(|s| !self.lines.contains_key(&s.business_line))
+        {
+            return Err(ServiceError::UnknownBusinessLine(bad.business_line.clone()));
+        }
+        Ok(self
+            .engine
+            .store()
+            .record_sales(sales)
+            .await
+            .map_err(EngineError::from)?)
+    }
+
+    /// Return rates over `[from, to)`: units sold from the sales feed, units returned from
+    /// the service orders created in the window that paid money back, by business line,
+    /// category, SKU and reason; and the scopes above their line's `[return_rate]`
+    /// threshold, each logged as an alert and counted in
+    /// `aftersales_return_rate_alerts_total`.
+    pub async fn return_rates(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<ReturnRatesReport, ServiceError> {
+        use aftersales_domain::{
+            BusinessLineId, CategoryId, SalesEvent, SalesRecord, UnixMillis, Window,
+        };
+        let window = Window::new(UnixMillis(from), UnixMillis(to))
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let mut records = Vec::new();
+        for t in self
+            .engine
+            .store()
+            .sales_totals(from, to)
+            .await
+            .map_err(EngineError::from)?
+        {
+            records.push(SalesRecord {
+                business_line: BusinessLineId::new(t.business_line),
+                category: CategoryId::new(t.category),
+                sku: aftersales_domain::Sku::new(t.sku),
+                at: UnixMillis(from),
+                event: SalesEvent::Sold {
+                    quantity: t.quantity,
+                },
+            });
+        }
+        let mut after = None;
+        loop {
+            let page = self
+                .engine
+                .store()
+                .list_instances(&ListFilter {
+                    created_from: Some(from),
+                    created_to: Some(to),
+                    after_id: after.clone(),
+                    limit: 500,
+                    ..ListFilter::default()
+                })
+                .await
+                .map_err(EngineError::from)?;
+            let n = page.len();
+            for r in page {
+                after = Some(r.id.clone());
+                if r.parent_id.is_some()
+                    || r.meta.get("kind").and_then(Value::as_str) != Some(META_KIND)
+                    || snapshot::refunded_amount(&r).is_none_or(|m| m <= 0)
+                {
+                    continue;
+                }
+                let reason: Reason = r
+                    .meta
+                    .get("reason")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or(Reason::Other);
+                for l in r
+                    .meta
+                    .get("lines")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let text = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or("unknown");
+                    records.push(SalesRecord {
+                        business_line: BusinessLineId::new(r.business_line.clone()),
+                        category: CategoryId::new(text("category")),
+                        sku: aftersales_domain::Sku::new(text("sku")),
+                        at: UnixMillis(r.created_at),
+                        event: SalesEvent::Returned {
+                            quantity: l.get("quantity").and_then(Value::as_u64).unwrap_or(0),
+                            reason,
+                        },
+                    });
+                }
+            }
+            if n < 500 {
+                break;
+            }
+        }
+        let rates = aftersales_domain::return_rates(&records, window);
+        let thresholds: Vec<_> = self
+            .lines
+            .values()
+            .map(|l| l.config.return_rate.clone())
+            .collect();
+        let alerts = aftersales_domain::alerts(&rates, &thresholds);
+        for r in rates
+            .iter()
+            .filter(|r| r.scope == aftersales_domain::RateScope::BusinessLine)
+        {
+            if let Some(bp) = r.ratio.basis_points() {
+                metrics::gauge!(
+                    "aftersales_return_rate_bp",
+                    "business_line" => r.business_line.to_string(),
+                )
+                .set(bp as f64);
+            }
+        }
+        for a in &alerts {
+            let scope = match &a.scope {
+                aftersales_domain::RateScope::BusinessLine => "business_line".to_owned(),
+                aftersales_domain::RateScope::Category(c) => format!("category:{c}"),
+                aftersales_domain::RateScope::Sku(s) => format!("sku:{s}"),
+                aftersales_domain::RateScope::Reason(r) => {
+                    format!(
+                        "reason:{}",
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    )
+                }
+            };
+            tracing::warn!(
+                business_line = %a.business_line,
+                scope = %scope,
+                returned = a.ratio.returned,
+                sold = a.ratio.sold,
+                basis_points = a.basis_points,
+                "return rate above the business line's alert threshold"
+            );
+            metrics::counter!(
+                "aftersales_return_rate_alerts_total",
+                "business_line" => a.business_line.to_string(),
+                "scope" => scope,
+            )
+            .increment(1);
+        }
+        Ok(ReturnRatesReport {
+            from,
+            to,
+            rates,
+            alerts,
+        })
+    }
+}

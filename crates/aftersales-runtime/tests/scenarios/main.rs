@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use aftersales_adapter::ids::{EntitlementId, OrderId, Sku};
 use aftersales_adapter_sim::{Fault, LedgerKind, LineDetails};
+use aftersales_core::engine::Clock;
 use aftersales_core::store::Store;
 use aftersales_domain::{RefusalCode, ServiceOrderState};
 use aftersales_runtime::service::ServiceError;
@@ -957,4 +958,121 @@ kind = "sim"
         matches!(r, Err(ServiceError::TypeNotOffered { .. })),
         "{r:?}"
     );
+}
+
+/// Return rates: units sold from the sales feed, units returned from the service orders that
+/// paid money back; a line above its threshold raises an alert.
+#[tokio::test]
+async fn return_rates_by_line_category_and_sku_raise_alerts_over_the_threshold() {
+    use aftersales_core::store::SaleRecord;
+    let (store, _dir) = sqlite().await;
+    let w = World::new(store).await;
+    let sale = |id: &str, line: &str, category: &str, sku: &str, quantity: u64| SaleRecord {
+        business_line: line.into(),
+        category: category.into(),
+        sku: sku.into(),
+        quantity,
+        at: world::START_MS,
+        dedupe_id: id.into(),
+    };
+    let recorded = w
+        .svc
+        .record_sales(&[
+            sale("a", "electronics_3c", "general", "phone-128g", 100),
+            sale("b", "apparel", "general", "jeans-32", 60),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, 2);
+    // A record sent twice counts once; an unknown line is refused.
+    assert_eq!(
+        w.svc
+            .record_sales(&[sale("a", "electronics_3c", "general", "phone-128g", 100)])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(matches!(
+        w.svc
+            .record_sales(&[sale("c", "nowhere", "general", "x", 1)])
+            .await,
+        Err(ServiceError::UnknownBusinessLine(_))
+    ));
+    // Four phones come back (4% > 3C's 3%), one pair of jeans (1.67% < apparel's 25%).
+    for i in 0..4 {
+        let order = format!("rr{i}");
+        w.physical_order(&order, "phone-128g", 1, 100_000, 0);
+        let so = w
+            .submit(json!({"business_line": "electronics_3c", "order_id": order, "type": "cancel_after_payment",
+                "lines": [{"line_id": "l1"}], "reason": "no_reason"}))
+            .await
+            .unwrap();
+        assert_eq!(so.state, ServiceOrderState::Completed);
+    }
+    w.physical_order("rj", "jeans-32", 1, 29_900, 0);
+    w.deliver("rj");
+    let so = w
+        .submit(
+            json!({"business_line": "apparel", "order_id": "rj", "type": "return_refund",
+            "lines": [{"line_id": "l1"}], "reason": "wrong_size"}),
+        )
+        .await
+        .unwrap();
+    w.approve(&so.id).await;
+    w.ship(&so.id).await;
+    w.receive(&so.id, true).await;
+    // A rejected request returns nothing.
+    w.physical_order("rk", "jeans-32", 1, 29_900, 0);
+    w.deliver("rk");
+    let so = w
+        .submit(
+            json!({"business_line": "apparel", "order_id": "rk", "type": "return_refund",
+            "lines": [{"line_id": "l1"}], "reason": "wrong_size"}),
+        )
+        .await
+        .unwrap();
+    w.signal(&so.id, "merchant.decision", json!({"approved": false}))
+        .await;
+
+    let report = w
+        .svc
+        .return_rates(world::START_MS - DAY, w.clock.now_ms() + 1)
+        .await
+        .unwrap();
+    let line = |id: &str| {
+        report
+            .rates
+            .iter()
+            .find(|r| {
+                r.business_line.as_str() == id
+                    && r.scope == aftersales_domain::RateScope::BusinessLine
+            })
+            .unwrap()
+            .ratio
+    };
+    assert_eq!(
+        (line("electronics_3c").returned, line("electronics_3c").sold),
+        (4, 100)
+    );
+    assert_eq!((line("apparel").returned, line("apparel").sold), (1, 60));
+    assert!(report.rates.iter().any(|r| r.scope
+        == aftersales_domain::RateScope::Sku(aftersales_domain::Sku::new("jeans-32"))
+        && r.ratio.returned == 1));
+    assert!(
+        report.rates.iter().any(|r| r.scope
+            == aftersales_domain::RateScope::Reason(aftersales_domain::Reason::WrongSize))
+    );
+    let alerted: Vec<(&str, &aftersales_domain::RateScope)> = report
+        .alerts
+        .iter()
+        .map(|a| (a.business_line.as_str(), &a.scope))
+        .collect();
+    assert!(
+        alerted.contains(&(
+            "electronics_3c",
+            &aftersales_domain::RateScope::BusinessLine
+        )),
+        "{alerted:?}"
+    );
+    assert!(alerted.iter().all(|(l, _)| *l != "apparel"), "{alerted:?}");
 }
