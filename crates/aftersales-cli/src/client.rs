@@ -55,7 +55,61 @@ pub enum ClientCommand {
         #[arg(long)]
         version: Option<u32>,
     },
-    /// Show one instance: status, what it waits on and until when.
+    /// File a buyer's after-sales request (`POST /v1/after-sales`): the business line's rules
+    /// and refund calculation run first; idempotent by `--key`.
+    Request {
+        /// Business line (`apparel`).
+        #[arg(long)]
+        business_line: String,
+        /// The order.
+        #[arg(long)]
+        order: String,
+        /// `cancel_after_payment`, `refund_only`, `return_refund` or `exchange`.
+        #[arg(long = "type")]
+        kind: String,
+        /// A line: `ID` (every unit not yet returned), `ID:QUANTITY`, or for an exchange
+        /// `ID:QUANTITY:NEW_SKU`. Repeat for several lines.
+        #[arg(long = "line", required = true)]
+        lines: Vec<String>,
+        /// `no_reason`, `wrong_size`, `damaged`, `wrong_item`, `not_received`, `quality`,
+        /// `other`.
+        #[arg(long)]
+        reason: String,
+        /// The refund asked for, in minor units (the most the rules allow when absent).
+        #[arg(long)]
+        amount_minor: Option<i64>,
+        /// The currency of `--amount-minor`.
+        #[arg(long, default_value = "CNY")]
+        currency: String,
+        /// A reference to a photo or text the buyer attached; repeatable.
+        #[arg(long)]
+        evidence: Vec<String>,
+        /// The idempotency key: the same key and body give the same answer.
+        #[arg(long)]
+        key: String,
+    },
+    /// List service orders, newest first (`GET /v1/after-sales`).
+    Orders {
+        /// Only this state (under_review, awaiting_return_shipment, completed, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this type.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only this business line.
+        #[arg(long)]
+        business_line: Option<String>,
+        /// Only this order.
+        #[arg(long)]
+        order: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of a full page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one service order or instance: state, money, what it waits on and until when.
     Status {
         /// Instance id.
         id: String,
@@ -193,6 +247,69 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+fn print_service_order(v: &Value) {
+    let money = |m: &Value| {
+        if m.is_null() {
+            return "-".to_owned();
+        }
+        let minor = m["minor"].as_i64().unwrap_or(0);
+        format!(
+            "{}.{:02} {}",
+            minor / 100,
+            (minor % 100).abs(),
+            s(&m["currency"])
+        )
+    };
+    let lines: Vec<String> = v["lines"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| {
+                    format!(
+                        "{} ×{} ({})",
+                        s(&l["line_id"]),
+                        s(&l["quantity"]),
+                        s(&l["sku"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let fields = [
+        ("id", s(&v["id"])),
+        ("business line", s(&v["business_line"])),
+        ("type", s(&v["type"])),
+        ("state", s(&v["state"])),
+        ("order", s(&v["order_id"])),
+        ("lines", lines.join(", ")),
+        ("reason", s(&v["reason"])),
+        ("requested", money(&v["requested_amount"])),
+        ("approved", money(&v["approved_amount"])),
+        ("refunded", money(&v["refunded_amount"])),
+        ("workflow", s(&v["workflow"])),
+        ("needs attention", s(&v["needs_attention"])),
+        ("outcome", s(&v["outcome"])),
+    ];
+    for (k, val) in fields {
+        println!("{k:<16} {val}");
+    }
+    let waiting = v["waiting"].as_array().cloned().unwrap_or_default();
+    if !waiting.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = waiting
+            .iter()
+            .map(|w| {
+                let until = w["until"]
+                    .as_i64()
+                    .map(aftersales_core::engine::machine::rfc3339)
+                    .unwrap_or_else(|| "-".to_owned());
+                vec![s(&w["step"]), s(&w["kind"]), s(&w["what"]), until]
+            })
+            .collect();
+        table(&["step", "waiting on", "what", "until"], &rows);
+    }
+}
+
 fn print_instance(v: &Value) {
     let fields = [
         ("id", &v["id"]),
@@ -280,9 +397,88 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
             api.send(Method::POST, "/v1/instances", &[], Some(key), Some(body))
                 .await?
         }
-        ClientCommand::Status { id } => {
-            api.send(Method::GET, &format!("/v1/instances/{id}"), &[], None, None)
+        ClientCommand::Request {
+            business_line,
+            order,
+            kind,
+            lines,
+            reason,
+            amount_minor,
+            currency,
+            evidence,
+            key,
+        } => {
+            let mut parsed = Vec::new();
+            for l in lines {
+                let mut parts = l.splitn(3, ':');
+                let id = parts.next().unwrap_or_default();
+                let mut line = json!({ "line_id": id });
+                if let Some(q) = parts.next().filter(|q| !q.is_empty()) {
+                    let q: u32 = q.parse().with_context(|| {
+                        format!("--line {l}: the quantity `{q}` is not a whole number")
+                    })?;
+                    line["quantity"] = json!(q);
+                }
+                if let Some(sku) = parts.next() {
+                    line["exchange_to"] = json!(sku);
+                }
+                parsed.push(line);
+            }
+            let mut body = json!({
+                "business_line": business_line,
+                "order_id": order,
+                "type": kind,
+                "lines": parsed,
+                "reason": reason,
+                "evidence": evidence,
+            });
+            if let Some(minor) = amount_minor {
+                body["requested_amount"] = json!({"minor": minor, "currency": currency});
+            }
+            api.send(Method::POST, "/v1/after-sales", &[], Some(key), Some(body))
                 .await?
+        }
+        ClientCommand::Orders {
+            state,
+            kind,
+            business_line,
+            order,
+            limit,
+            cursor,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("state", state),
+                ("type", kind),
+                ("business_line", business_line),
+                ("order_id", order),
+                ("cursor", cursor),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v.clone()));
+                }
+            }
+            api.send(Method::GET, "/v1/after-sales", &q, None, None)
+                .await?
+        }
+        ClientCommand::Status { id } => {
+            // A service order first; any other workflow instance otherwise.
+            match api
+                .send(
+                    Method::GET,
+                    &format!("/v1/after-sales/{id}"),
+                    &[],
+                    None,
+                    None,
+                )
+                .await?
+            {
+                Answer::Ok(v) => Answer::Ok(v),
+                Answer::Problem(..) => {
+                    api.send(Method::GET, &format!("/v1/instances/{id}"), &[], None, None)
+                        .await?
+                }
+            }
         }
         ClientCommand::List {
             status,
@@ -376,7 +572,41 @@ async fn run_async(cmd: ClientCommand, remote: Remote) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     match cmd {
+        ClientCommand::Request { .. } => print_service_order(&value),
+        ClientCommand::Status { .. } if value.get("state").is_some() => print_service_order(&value),
         ClientCommand::Submit { .. } | ClientCommand::Status { .. } => print_instance(&value),
+        ClientCommand::Orders { .. } => {
+            let items = value["items"].as_array().cloned().unwrap_or_default();
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|i| {
+                    vec![
+                        s(&i["id"]),
+                        s(&i["business_line"]),
+                        s(&i["type"]),
+                        s(&i["state"]),
+                        s(&i["order_id"]),
+                        s(&i["approved_amount"]["minor"]),
+                        s(&i["refunded_amount"]["minor"]),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "id",
+                    "business line",
+                    "type",
+                    "state",
+                    "order",
+                    "approved (minor)",
+                    "refunded (minor)",
+                ],
+                &rows,
+            );
+            if let Some(c) = value["next_cursor"].as_str() {
+                println!("\nmore: --cursor {c}");
+            }
+        }
         ClientCommand::List { .. } => {
             let items = value["items"].as_array().cloned().unwrap_or_default();
             let rows: Vec<Vec<String>> = items

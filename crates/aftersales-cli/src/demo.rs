@@ -634,7 +634,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  the API:          {base}/v1/after-sales   (Ctrl-C to stop)");
         println!("  one service order: curl -s {base}/v1/after-sales/{example}");
         println!(
-            "  its history:      cargo run -q -p aftersales-cli -- client history {example} --url {base}"
+            "  its history:      cargo run -q -p aftersales-cli -- history {example} --url {base}"
         );
         println!(
             "  untouched orders to try docs/api.md on: {}",
@@ -658,7 +658,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         println!("  run `aftersales demo --serve` to keep the daemon up and, e.g.:");
         println!("    curl -s http://127.0.0.1:<port>/v1/after-sales/{example}");
-        println!("    aftersales client history {example} --url http://127.0.0.1:<port>");
+        println!("    aftersales history {example} --url http://127.0.0.1:<port>");
     }
     let _ = http_stop_tx.send(true);
     let _ = stop_tx.send(true);
