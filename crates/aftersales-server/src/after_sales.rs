@@ -3,7 +3,9 @@
 
 use aftersales_core::engine::machine::rfc3339;
 use aftersales_domain::{AfterSalesType, ServiceOrderState};
-use aftersales_runtime::service::{AfterSales, ListQuery, ServiceError, SubmitRequest};
+use aftersales_runtime::service::{
+    AfterSales, ListQuery, ReturnRatesReport, ServiceError, ServiceOrderView, SubmitRequest,
+};
 use axum::Json as AxumJson;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -97,6 +99,14 @@ pub(crate) fn service_problem(e: ServiceError) -> Problem {
 }
 
 /// `POST /v1/after-sales`
+#[utoipa::path(
+    post,
+    path = "/v1/after-sales",
+    tag = "after-sales",
+    request_body = SubmitRequest,
+    params(("Idempotency-Key" = String, Header, description = "the same key and body give the same answer")),
+    responses((status = 201, description = "created: rules passed, refund priced, workflow started", body = ServiceOrderView), (status = 200, description = "the same key and body as before: the same service order", body = ServiceOrderView), (status = 409, description = "the key was used with another body", body = Problem), (status = 422, description = "refused by the rules (`rule.code`), nothing stored", body = Problem), (status = 502, description = "the order system failed; nothing stored", body = Problem), (status = 400, description = "malformed request (the field path is named)", body = Problem), (status = 401, description = "missing or unknown token", body = Problem), (status = 403, description = "the token lacks the scope", body = Problem))
+)]
 pub(crate) async fn submit(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -142,6 +152,13 @@ pub(crate) async fn submit(
 }
 
 /// `POST /v1/after-sales/quote`: the rules and the refund, nothing stored.
+#[utoipa::path(
+    post,
+    path = "/v1/after-sales/quote",
+    tag = "after-sales",
+    request_body = SubmitRequest,
+    responses((status = 200, description = "eligible, with the refund breakdown"), (status = 422, description = "refused by the rules", body = Problem))
+)]
 pub(crate) async fn quote(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -153,6 +170,13 @@ pub(crate) async fn quote(
 }
 
 /// `GET /v1/after-sales/{id}`
+#[utoipa::path(
+    get,
+    path = "/v1/after-sales/{id}",
+    tag = "after-sales",
+    params(("id" = String, Path, description = "the service order id")),
+    responses((status = 200, body = ServiceOrderView), (status = 404, body = Problem))
+)]
 pub(crate) async fn get_one(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -202,6 +226,22 @@ fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Problem> {
 }
 
 /// `GET /v1/after-sales`
+#[utoipa::path(
+    get,
+    path = "/v1/after-sales",
+    tag = "after-sales",
+    params(
+        ("state" = Option<String>, Query, description = "a service order state"),
+        ("type" = Option<String>, Query, description = "an after-sales type"),
+        ("business_line" = Option<String>, Query),
+        ("order_id" = Option<String>, Query),
+        ("created_from" = Option<String>, Query, description = "RFC 3339"),
+        ("created_to" = Option<String>, Query, description = "RFC 3339"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<usize>, Query, description = "1 to 500, 50 by default"),
+    ),
+    responses((status = 200, description = "`{ items: [ServiceOrderView], next_cursor }`"), (status = 400, body = Problem))
+)]
 pub(crate) async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -261,6 +301,13 @@ pub struct HistoryParams {
 }
 
 /// `GET /v1/after-sales/{id}/history`
+#[utoipa::path(
+    get,
+    path = "/v1/after-sales/{id}/history",
+    tag = "after-sales",
+    params(("id" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{ events: [{ seq, at, kind, step, attempt, data }], next_after }`"), (status = 404, body = Problem))
+)]
 pub(crate) async fn history(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -297,6 +344,14 @@ pub(crate) async fn history(
 }
 
 /// `POST /v1/after-sales/{id}/signals/{name}`
+#[utoipa::path(
+    post,
+    path = "/v1/after-sales/{id}/signals/{name}",
+    tag = "after-sales",
+    request_body = SignalBody,
+    params(("id" = String, Path), ("name" = String, Path, description = "merchant.decision, buyer.shipped or retention.result")),
+    responses((status = 202, description = "accepted"), (status = 200, description = "a duplicate, recorded once"), (status = 404, body = Problem), (status = 409, description = "the service order has ended", body = Problem))
+)]
 pub(crate) async fn signal(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -347,6 +402,14 @@ pub(crate) async fn signal(
 }
 
 /// `POST /v1/after-sales/{id}/cancel`: the buyer withdraws; what was done is undone.
+#[utoipa::path(
+    post,
+    path = "/v1/after-sales/{id}/cancel",
+    tag = "after-sales",
+    request_body = CancelBody,
+    params(("id" = String, Path)),
+    responses((status = 202, description = "accepted"), (status = 404, body = Problem), (status = 409, body = Problem))
+)]
 pub(crate) async fn cancel(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -371,6 +434,12 @@ pub(crate) async fn cancel(
 }
 
 /// `GET /v1/business-lines`
+#[utoipa::path(
+    get,
+    path = "/v1/business-lines",
+    tag = "business-lines",
+    responses((status = 200, description = "`{ items: [...], signals: [...] }`"))
+)]
 pub(crate) async fn business_lines(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -415,7 +484,7 @@ pub(crate) async fn business_lines(
 }
 
 /// One record of `POST /v1/sales`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaleBody {
     /// The feed's id for the record; a record sent twice is counted once.
@@ -433,7 +502,7 @@ pub struct SaleBody {
 }
 
 /// The body of `POST /v1/sales`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SalesBody {
     /// Up to 10,000 records.
@@ -441,6 +510,13 @@ pub struct SalesBody {
 }
 
 /// `POST /v1/sales`: units sold, the denominator of return rates.
+#[utoipa::path(
+    post,
+    path = "/v1/sales",
+    tag = "analytics",
+    request_body = SalesBody,
+    responses((status = 200, description = "`{ recorded, duplicates }`"), (status = 422, body = Problem))
+)]
 pub(crate) async fn record_sales(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -487,6 +563,13 @@ pub struct RatesParams {
 }
 
 /// `GET /v1/analytics/return-rates?from=…&to=…[&business_line=…]`
+#[utoipa::path(
+    get,
+    path = "/v1/analytics/return-rates",
+    tag = "analytics",
+    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339"), ("business_line" = Option<String>, Query)),
+    responses((status = 200, body = ReturnRatesReport), (status = 400, body = Problem))
+)]
 pub(crate) async fn return_rates(
     State(st): State<AppState>,
     headers: HeaderMap,

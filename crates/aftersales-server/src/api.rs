@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{name}", post(webhook))
         .route("/v1/workflows", get(workflows))
         .route("/v1/workflows/{name}/graph", get(workflow_graph))
+        .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -167,7 +168,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
 }
 
 /// The body of `POST /v1/instances`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBody {
     /// Workflow name.
@@ -179,16 +180,21 @@ pub struct StartBody {
     pub business_line: String,
     /// Input.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub input: Value,
     /// Parameters.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: Value,
     /// Searchable key (the order id).
     #[serde(default)]
     pub search_key: Option<String>,
 }
 
-async fn start(
+#[utoipa::path(post, path = "/v1/instances", tag = "engine", request_body = StartBody,
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "started"), (status = 200, description = "the same key and body as before"), (status = 409, body = Problem), (status = 422, description = "the input does not fit the workflow", body = Problem)))]
+pub(crate) async fn start(
     State(st): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<StartBody>,
@@ -303,7 +309,9 @@ fn view(rec: &InstanceRecord) -> InstanceView {
     }
 }
 
-async fn get_instance(
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "engine", params(("id" = String, Path)),
+    responses((status = 200, description = "the instance, what it waits on and until when"), (status = 404, body = Problem)))]
+pub(crate) async fn get_instance(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -355,7 +363,10 @@ fn chrono_parse(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-async fn list(
+#[utoipa::path(get, path = "/v1/instances", tag = "engine",
+    params(("status" = Option<String>, Query), ("business_line" = Option<String>, Query), ("workflow" = Option<String>, Query), ("search_key" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("needs_attention" = Option<bool>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{ items, next_cursor }`"), (status = 400, body = Problem)))]
+pub(crate) async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -420,7 +431,9 @@ struct HistoryView {
     data: Value,
 }
 
-async fn history(
+#[utoipa::path(get, path = "/v1/instances/{id}/history", tag = "engine", params(("id" = String, Path), ("after" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{ events, next_after }`"), (status = 404, body = Problem)))]
+pub(crate) async fn history(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -462,7 +475,7 @@ async fn history(
 }
 
 /// The body of a signal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalBody {
     /// The sender's dedupe id; the `Idempotency-Key` header may carry it instead.
@@ -470,6 +483,7 @@ pub struct SignalBody {
     pub dedupe_id: Option<String>,
     /// The payload.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
@@ -504,7 +518,9 @@ pub(crate) fn delivered(d: Delivered, id: &str) -> Result<Response, Problem> {
     }
 }
 
-async fn signal(
+#[utoipa::path(post, path = "/v1/instances/{id}/signals/{name}", tag = "engine", request_body = SignalBody, params(("id" = String, Path), ("name" = String, Path)),
+    responses((status = 202, description = "accepted"), (status = 200, description = "a duplicate"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn signal(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path((id, name)): Path<(String, String)>,
@@ -530,14 +546,16 @@ async fn signal(
 }
 
 /// The body of a cancel.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Why, for the history.
     pub reason: String,
 }
 
-async fn cancel(
+#[utoipa::path(post, path = "/v1/instances/{id}/cancel", tag = "engine", request_body = CancelBody, params(("id" = String, Path)),
+    responses((status = 202, description = "accepted"), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn cancel(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -553,7 +571,7 @@ async fn cancel(
 }
 
 /// The body of `POST /v1/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventBody {
     /// Event name (`warehouse.return.received`).
@@ -564,10 +582,13 @@ pub struct EventBody {
     pub dedupe_id: String,
     /// Payload.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub payload: Value,
 }
 
-async fn event(
+#[utoipa::path(post, path = "/v1/events", tag = "engine", request_body = EventBody,
+    responses((status = 202, description = "delivered or buffered"), (status = 200, description = "a duplicate")))]
+pub(crate) async fn event(
     State(st): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<EventBody>,
@@ -581,7 +602,8 @@ async fn event(
     delivered(d, "")
 }
 
-async fn workflows(
+#[utoipa::path(get, path = "/v1/workflows", tag = "engine", responses((status = 200, description = "deployed workflow versions")))]
+pub(crate) async fn workflows(
     State(st): State<AppState>,
     headers: HeaderMap,
 ) -> Result<AxumJson<Value>, Problem> {
@@ -609,7 +631,8 @@ pub struct GraphQuery {
     format: Option<String>,
 }
 
-async fn workflow_graph(
+#[utoipa::path(get, path = "/v1/workflows/{name}/graph", tag = "engine", params(("name" = String, Path)), responses((status = 200, description = "a Mermaid flowchart", content_type = "text/plain"), (status = 404, body = Problem)))]
+pub(crate) async fn workflow_graph(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
@@ -641,11 +664,13 @@ async fn workflow_graph(
         .into_response())
 }
 
-async fn healthz() -> AxumJson<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub(crate) async fn healthz() -> AxumJson<Value> {
     AxumJson(json!({"status": "ok"}))
 }
 
-async fn readyz(State(st): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "the store answers"), (status = 503, description = "not ready")))]
+pub(crate) async fn readyz(State(st): State<AppState>) -> Response {
     let now = st.engine.clock().now_ms();
     match st.engine.store().stats(now).await {
         Ok(s) => AxumJson(json!({"status": "ready", "running": s.running, "due": s.due, "needs_attention": s.needs_attention}))
@@ -656,7 +681,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 /// Prometheus text: the engine's counters and histograms, plus gauges read from the store at
 /// scrape time (running instances, the due-queue depth, instances flagged for a person).
-async fn metrics_text(State(st): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub(crate) async fn metrics_text(State(st): State<AppState>) -> Response {
     let Some(handle) = &st.metrics else {
         return Problem::new(
             StatusCode::NOT_FOUND,
@@ -688,7 +714,10 @@ async fn metrics_text(State(st): State<AppState>) -> Response {
 /// A platform's webhook: verified (signature, timestamp window) by the adapter before
 /// anything is trusted, then delivered as an event, deduplicated by the platform's event id.
 /// A bad signature is 401 and changes nothing. Authenticated by signature, not by token.
-async fn webhook(
+#[utoipa::path(post, path = "/v1/webhooks/{name}", tag = "engine", params(("name" = String, Path, description = "`<business line>.<system>`")),
+    request_body(content = String, description = "the platform's raw body, verified by its adapter", content_type = "application/octet-stream"),
+    responses((status = 200, description = "verified and delivered"), (status = 401, description = "bad or stale signature; nothing changed", body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn webhook(
     State(st): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,

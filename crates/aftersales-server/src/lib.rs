@@ -27,6 +27,7 @@
 //! | `GET /v1/analytics/return-rates` | read | rates by line, category, SKU and reason over a window, with alerts |
 //! | `GET /v1/workflows` | read | deployed workflow versions |
 //! | `GET /v1/workflows/{name}/graph` | read | Mermaid graph of a workflow |
+//! | `GET /v1/openapi.json` | none | this API as OpenAPI 3, generated from the handlers |
 //! | `GET /healthz`, `GET /readyz` | none | liveness; readiness (the store answers) |
 //! | `GET /metrics` | none | Prometheus text, when the recorder is installed |
 
@@ -34,6 +35,7 @@ pub mod after_sales;
 pub mod api;
 pub mod auth;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 
 pub use api::{AppState, router};

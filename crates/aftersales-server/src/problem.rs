@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One problem response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the problem type (`/problems/<code>`).
     #[serde(rename = "type")]
@@ -21,9 +21,11 @@ pub struct Problem {
     pub detail: String,
     /// Per-field problems, when there are several.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub errors: Vec<Value>,
     /// Extension members (RFC 7807 §3.2), such as the refused rule.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub extensions: Box<serde_json::Map<String, Value>>,
 }
 

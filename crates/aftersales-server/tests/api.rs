@@ -675,3 +675,57 @@ async fn webhooks_are_verified_before_anything_is_trusted_then_delivered_once() 
 fn engine_now() -> SystemTime {
     std::time::UNIX_EPOCH + Duration::from_millis(1_795_564_800_000)
 }
+
+#[tokio::test]
+async fn the_openapi_description_covers_every_route() {
+    let api = api(Auth::default()).await;
+    let (s, ctype, doc) = api.call("GET", "/v1/openapi.json", &[], None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/after-sales", "post"),
+        ("/v1/after-sales", "get"),
+        ("/v1/after-sales/quote", "post"),
+        ("/v1/after-sales/{id}", "get"),
+        ("/v1/after-sales/{id}/history", "get"),
+        ("/v1/after-sales/{id}/signals/{name}", "post"),
+        ("/v1/after-sales/{id}/cancel", "post"),
+        ("/v1/business-lines", "get"),
+        ("/v1/sales", "post"),
+        ("/v1/analytics/return-rates", "get"),
+        ("/v1/instances", "post"),
+        ("/v1/instances", "get"),
+        ("/v1/instances/{id}", "get"),
+        ("/v1/instances/{id}/history", "get"),
+        ("/v1/instances/{id}/signals/{name}", "post"),
+        ("/v1/instances/{id}/cancel", "post"),
+        ("/v1/events", "post"),
+        ("/v1/webhooks/{name}", "post"),
+        ("/v1/workflows", "get"),
+        ("/v1/workflows/{name}/graph", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not described"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in ["SubmitRequest", "ServiceOrderView", "Problem", "SalesBody"] {
+        assert!(schemas.contains_key(name), "{name} missing");
+    }
+    // The submit body's required fields are the ones the handler requires.
+    let required: Vec<&str> = schemas["SubmitRequest"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for f in ["business_line", "order_id", "type", "lines", "reason"] {
+        assert!(required.contains(&f), "{f} in {required:?}");
+    }
+}

@@ -58,7 +58,7 @@ pub struct Line {
 }
 
 /// A buyer's after-sales request, as the API receives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The business line the order belongs to (`apparel`).
@@ -67,11 +67,13 @@ pub struct SubmitRequest {
     pub order_id: String,
     /// `cancel_after_payment`, `refund_only`, `return_refund` or `exchange`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "return_refund")]
     pub after_sales_type: AfterSalesType,
     /// The lines asked for.
     pub lines: Vec<SubmitLine>,
     /// Why (`no_reason`, `wrong_size`, `damaged`, `wrong_item`, `not_received`, `quality`,
     /// `other`).
+    #[schema(value_type = String, example = "wrong_size")]
     pub reason: Reason,
     /// References to photos or text the buyer attached (stored elsewhere).
     #[serde(default)]
@@ -79,6 +81,7 @@ pub struct SubmitRequest {
     /// The refund asked for; the most the rules allow when absent. The refund paid is the
     /// smaller of the two.
     #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"minor": 29900, "currency": "CNY"}))]
     pub requested_amount: Option<Money>,
     /// For returns: book a door-to-door pickup.
     #[serde(default)]
@@ -86,7 +89,7 @@ pub struct SubmitRequest {
 }
 
 /// One line of a [`SubmitRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitLine {
     /// The order line.
@@ -826,15 +829,18 @@ impl AfterSales {
 }
 
 /// Return rates over a window, and the alerts they raise.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReturnRatesReport {
     /// Window start (unix ms, inclusive).
     pub from: i64,
     /// Window end (unix ms, exclusive).
     pub to: i64,
-    /// Rates by business line, category, SKU and reason.
+    /// Rates by business line, category, SKU and reason:
+    /// `{ business_line, scope: { kind, value? }, ratio: { returned, sold } }`.
+    #[schema(value_type = Vec<Object>)]
     pub rates: Vec<aftersales_domain::ReturnRate>,
-    /// Scopes above their line's threshold.
+    /// Scopes above their line's threshold, with `basis_points`.
+    #[schema(value_type = Vec<Object>)]
     pub alerts: Vec<aftersales_domain::Alert>,
 }
 

@@ -12,7 +12,7 @@ use super::ServiceError;
 use super::snapshot::refunded_amount;
 
 /// One service order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServiceOrderView {
     /// The service order id (also its workflow instance's id).
     pub id: String,
@@ -20,8 +20,10 @@ pub struct ServiceOrderView {
     pub business_line: String,
     /// The after-sales type.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "return_refund")]
     pub after_sales_type: AfterSalesType,
     /// Where it stands.
+    #[schema(value_type = String, example = "under_review")]
     pub state: ServiceOrderState,
     /// The workflow instance's status (`running`, `completed`, ...).
     pub status: String,
@@ -30,21 +32,28 @@ pub struct ServiceOrderView {
     /// The lines asked for.
     pub lines: Vec<LineView>,
     /// Why.
+    #[schema(value_type = Object)]
     pub reason: Value,
     /// Evidence references.
+    #[schema(value_type = Object)]
     pub evidence: Value,
     /// What the buyer asked for.
+    #[schema(value_type = Object)]
     pub requested_amount: Value,
     /// What the rules approved.
+    #[schema(value_type = Object)]
     pub approved_amount: Value,
     /// What was paid back, once paid.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub refunded_amount: Option<Value>,
     /// How the approved amount was arrived at.
+    #[schema(value_type = Object)]
     pub breakdown: Value,
     /// For a cancellation the refund should it become a return; for an exchange the refund
     /// should the replacement be out of stock.
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<Object>)]
     pub alternative: Value,
     /// The workflow and version it runs.
     pub workflow: String,
@@ -62,7 +71,7 @@ pub struct ServiceOrderView {
 }
 
 /// One line of a service order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     /// The order line.
     pub line_id: String,
@@ -76,7 +85,7 @@ pub struct LineView {
 }
 
 /// Something a service order waits on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WaitingView {
     /// The workflow step.
     pub step: String,
