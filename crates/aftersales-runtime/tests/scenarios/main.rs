@@ -592,19 +592,24 @@ async fn s15_duplicate_webhook(w: &World) {
     );
 }
 
-/// 16. The daemon dies during the refund step (the answer is lost): after the restart,
-///     exactly one refund. (A real kill -9 of a process is in the crash tests; here the
-///     engine is rebuilt on the same store mid-refund.)
-async fn s16_crash_during_refund(w: &World) {
+/// 16. The daemon dies during the refund step: the refund reached the platform but the
+///     process died before it recorded the answer. A new engine on the same store retries
+///     with the same idempotency key: exactly one refund. (A real kill -9 of a worker
+///     process at random moments is in crates/aftersales-crashtest.)
+async fn s16_crash_during_refund(w: World) {
     w.physical_order("s16", "laptop-14", 1, 899_900, 0);
+    // The refund is applied but its answer never comes back: the process is as good as
+    // dead after sending it.
     w.sim.script("payment.refund", [Fault::LostAnswer]);
     let so = w
         .submit(json!({"business_line": "electronics_3c", "order_id": "s16", "type": "cancel_after_payment",
             "lines": [{"line_id": "l1"}], "reason": "no_reason"}))
         .await
         .unwrap();
-    // The refund was applied but its answer lost; the instance is waiting to retry.
     assert_ne!(so.state, ServiceOrderState::Completed);
+    assert_eq!(w.refunds(&so.id).len(), 1, "the platform has the refund");
+    // Restart: a new engine and service over the same store; the old ones are gone.
+    let w = w.restarted().await;
     w.advance(HOUR).await;
     let so = w.view(&so.id).await;
     assert_eq!(so.state, ServiceOrderState::Completed, "{so:#?}");
@@ -769,6 +774,29 @@ async fn s20_refund_above_paid(w: &World) {
 
 // ---------------------------------------------------------------- on SQLite
 
+/// A scenario takes the world by reference, or by value when it restarts it.
+trait Run<M> {
+    async fn run(self, w: World);
+}
+
+impl<F> Run<&()> for F
+where
+    F: AsyncFn(&World),
+{
+    async fn run(self, w: World) {
+        self(&w).await;
+    }
+}
+
+impl<F> Run<()> for F
+where
+    F: AsyncFn(World),
+{
+    async fn run(self, w: World) {
+        self(w).await;
+    }
+}
+
 macro_rules! on_sqlite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -777,7 +805,7 @@ macro_rules! on_sqlite {
                 async fn $name() {
                     let (store, _dir) = super::sqlite().await;
                     let w = super::World::new(store).await;
-                    super::$name(&w).await;
+                    super::Run::run(super::$name, w).await;
                 }
             )*
         }
@@ -839,8 +867,7 @@ async fn all_scenarios_on_postgres() {
                     let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
                     let store = aftersales_store::open_store(&url).await.unwrap();
                     let w = World::new(store).await;
-                    $name(&w).await;
-                    drop(w);
+                    Run::run($name, w).await;
                     let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
                         .execute(&admin)
                         .await;

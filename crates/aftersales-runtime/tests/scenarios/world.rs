@@ -73,6 +73,23 @@ impl World {
         let sim = Sim::new(config, move || {
             UNIX_EPOCH + Duration::from_millis(u64::try_from(sim_clock.now_ms()).unwrap())
         });
+        World::assemble(store, lines_dir, sim, clock).await
+    }
+
+    /// A new engine and service on the same store, simulated world and clock: what a
+    /// daemon restarted after a crash finds. Nothing of this world's memory is kept.
+    pub async fn restarted(self) -> World {
+        let store = self.engine.store().clone();
+        let World { sim, clock, .. } = self;
+        World::assemble(store, &root().join("config/business-lines"), sim, clock).await
+    }
+
+    async fn assemble(
+        store: Arc<dyn Store>,
+        lines_dir: &Path,
+        sim: Sim,
+        clock: ManualClock,
+    ) -> World {
         let files = workflow_files();
         let sources: Vec<Source> = files.iter().map(|(n, t)| Source::new(n, t)).collect();
         let report = check_sources(&sources, &aftersales_runtime::catalogue::builtin(), true);
