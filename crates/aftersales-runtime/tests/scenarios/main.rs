@@ -774,6 +774,34 @@ async fn s20_refund_above_paid(w: &World) {
 
 // ---------------------------------------------------------------- on SQLite
 
+/// Calls `$then!` with the twenty scenarios, so SQLite and PostgreSQL run the same list.
+macro_rules! for_each_scenario {
+    ($then:ident) => {
+        $then!(
+            s01_cancel_intercepted,
+            s02_cancel_too_late,
+            s03_refund_only_intercepted,
+            s04_return_refund,
+            s05_inspection_fails,
+            s06_buyer_never_ships,
+            s07_auto_approve,
+            s08_partial_with_coupon,
+            s09_exchange,
+            s10_course_pro_rata,
+            s11_virtual_exchange,
+            s12_bundle,
+            s13_transient_payment,
+            s14_permanent_payment,
+            s15_duplicate_webhook,
+            s16_crash_during_refund,
+            s17_rules_refuse,
+            s18_retention,
+            s19_shipping_insurance,
+            s20_refund_above_paid
+        );
+    };
+}
+
 /// A scenario takes the world by reference, or by value when it restarts it.
 trait Run<M> {
     async fn run(self, w: World);
@@ -812,28 +840,7 @@ macro_rules! on_sqlite {
     };
 }
 
-on_sqlite!(
-    s01_cancel_intercepted,
-    s02_cancel_too_late,
-    s03_refund_only_intercepted,
-    s04_return_refund,
-    s05_inspection_fails,
-    s06_buyer_never_ships,
-    s07_auto_approve,
-    s08_partial_with_coupon,
-    s09_exchange,
-    s10_course_pro_rata,
-    s11_virtual_exchange,
-    s12_bundle,
-    s13_transient_payment,
-    s14_permanent_payment,
-    s15_duplicate_webhook,
-    s16_crash_during_refund,
-    s17_rules_refuse,
-    s18_retention,
-    s19_shipping_insurance,
-    s20_refund_above_paid,
-);
+for_each_scenario!(on_sqlite);
 
 // ---------------------------------------------------------------- on PostgreSQL
 
@@ -853,7 +860,7 @@ async fn all_scenarios_on_postgres() {
     };
     let admin = sqlx::PgPool::connect(&base).await.unwrap();
     macro_rules! each {
-        ($($name:ident),*) => {
+        ($($name:ident),* $(,)?) => {
             $(
                 {
                     let db = format!("aftersales_{}_{}", stringify!($name), std::process::id());
@@ -875,28 +882,7 @@ async fn all_scenarios_on_postgres() {
             )*
         };
     }
-    each!(
-        s01_cancel_intercepted,
-        s02_cancel_too_late,
-        s03_refund_only_intercepted,
-        s04_return_refund,
-        s05_inspection_fails,
-        s06_buyer_never_ships,
-        s07_auto_approve,
-        s08_partial_with_coupon,
-        s09_exchange,
-        s10_course_pro_rata,
-        s11_virtual_exchange,
-        s12_bundle,
-        s13_transient_payment,
-        s14_permanent_payment,
-        s15_duplicate_webhook,
-        s16_crash_during_refund,
-        s17_rules_refuse,
-        s18_retention,
-        s19_shipping_insurance,
-        s20_refund_above_paid
-    );
+    for_each_scenario!(each);
 }
 
 /// A platform team adds a business line with one TOML file and no Rust change: it loads,
