@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::api::{AppState, CancelBody, SignalBody, delivered, engine_problem, idempotency_key};
+use crate::api::{
+    AppState, CancelBody, SignalBody, delivered, engine_problem, idempotency_key, instant,
+    signal_dedupe_id,
+};
 use crate::auth::Scope;
 use crate::json::Json;
 use crate::problem::{Problem, codes};
@@ -208,23 +211,6 @@ pub struct ListParams {
     limit: Option<usize>,
 }
 
-fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Problem> {
-    match v {
-        None => Ok(None),
-        Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| Some(t.timestamp_millis()))
-            .map_err(|_| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    codes::BAD_QUERY,
-                    format!(
-                        "`{name}` must be an RFC 3339 instant such as 2026-11-25T00:00:00Z, got `{s}`"
-                    ),
-                )
-            }),
-    }
-}
-
 /// `GET /v1/after-sales`
 #[utoipa::path(
     get,
@@ -381,16 +367,7 @@ pub(crate) async fn signal(
             format!("no service order `{id}`"),
         ));
     }
-    let dedupe = match (body.dedupe_id, idempotency_key(&headers)?) {
-        (Some(d), _) | (None, Some(d)) => d,
-        (None, None) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                codes::BAD_HEADER,
-                "a signal needs a dedupe id: `dedupe_id` in the body or an `Idempotency-Key` header",
-            ));
-        }
-    };
+    let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
     // A cancellation that became a return waits in its child: deliver there.
     let target = svc.signal_target(&id).await.map_err(service_problem)?;
     let d = svc

@@ -342,7 +342,7 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Problem> {
+pub(crate) fn instant(name: &str, v: &Option<String>) -> Result<Option<i64>, Problem> {
     match v {
         None => Ok(None),
         Some(s) => chrono_parse(s).map(Some).ok_or_else(|| {
@@ -474,6 +474,21 @@ pub(crate) async fn history(
     Ok(AxumJson(json!({"events": events, "next_after": next})))
 }
 
+/// A signal's dedupe id: `dedupe_id` in the body, else the `Idempotency-Key` header.
+pub(crate) fn signal_dedupe_id(
+    in_body: Option<String>,
+    headers: &HeaderMap,
+) -> Result<String, Problem> {
+    match (in_body, idempotency_key(headers)?) {
+        (Some(d), _) | (None, Some(d)) => Ok(d),
+        (None, None) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_HEADER,
+            "a signal needs a dedupe id: `dedupe_id` in the body or an `Idempotency-Key` header",
+        )),
+    }
+}
+
 /// The body of a signal.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -527,16 +542,7 @@ pub(crate) async fn signal(
     Json(body): Json<SignalBody>,
 ) -> Result<Response, Problem> {
     st.auth.check(&headers, Scope::Operate)?;
-    let dedupe = match (body.dedupe_id, idempotency_key(&headers)?) {
-        (Some(d), _) | (None, Some(d)) => d,
-        (None, None) => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                codes::BAD_HEADER,
-                "a signal needs a dedupe id: `dedupe_id` in the body or an `Idempotency-Key` header",
-            ));
-        }
-    };
+    let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
     let d = st
         .engine
         .signal(&id, &name, &dedupe, body.payload)

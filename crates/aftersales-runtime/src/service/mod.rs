@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::business_line::BusinessLine;
+use crate::business_line::{BusinessLine, WorkflowRef};
 
 pub use snapshot::{OrderFacts, PriorOrder};
 pub use view::{LineView, ServiceOrderView, WaitingView};
@@ -219,19 +219,7 @@ impl AfterSales {
                 created: false,
             });
         }
-        let line = self
-            .lines
-            .get(&req.business_line)
-            .cloned()
-            .ok_or_else(|| ServiceError::UnknownBusinessLine(req.business_line.clone()))?;
-        let wf = line
-            .config
-            .workflow(req.after_sales_type)
-            .cloned()
-            .ok_or_else(|| ServiceError::TypeNotOffered {
-                line: req.business_line.clone(),
-                kind: req.after_sales_type,
-            })?;
+        let (line, wf) = self.line_for(&req)?;
         let def = self.engine.definition(&wf.name, Some(wf.version)).await?;
 
         // One request at a time per order, from reading the order to storing the instance.
@@ -246,14 +234,17 @@ impl AfterSales {
             });
         }
 
-        let prior = self.prior_orders(&req.order_id, &req.business_line).await?;
-        let now = self.engine.clock().now_ms();
-        let facts = snapshot::read_order(&line.adapters, &req.order_id, &prior, now).await?;
-        let request = domain_request(&req, &facts)?;
-        let priced = price(&request, &facts, &line.config, now)?;
+        let (facts, request, priced, now) = self.assess(&line, &req).await?;
 
         let service_order_id = uuid::Uuid::now_v7().to_string();
-        let input = workflow_input(&service_order_id, &req, &facts, &priced, &line.config);
+        let input = workflow_input(
+            &service_order_id,
+            &req,
+            &request,
+            &facts,
+            &priced,
+            &line.config,
+        );
         let declared_inputs: Vec<&str> = def.inputs.iter().map(|f| f.name.value.as_str()).collect();
         let declared_params: Vec<&str> = def.params.iter().map(|f| f.name.value.as_str()).collect();
         let meta = service_record(&req, &request, &facts, &priced, &hash, now);
@@ -292,22 +283,41 @@ impl AfterSales {
     /// Re-runs the rules and the refund calculation without storing anything: what
     /// [`AfterSales::submit`] would decide now.
     pub async fn quote(&self, req: &SubmitRequest) -> Result<RefundBreakdown, ServiceError> {
+        let (line, _) = self.line_for(req)?;
+        Ok(self.assess(&line, req).await?.2.breakdown)
+    }
+
+    /// The request's business line and the workflow it runs for the request's type.
+    fn line_for(&self, req: &SubmitRequest) -> Result<(Arc<Line>, WorkflowRef), ServiceError> {
         let line = self
             .lines
             .get(&req.business_line)
             .cloned()
             .ok_or_else(|| ServiceError::UnknownBusinessLine(req.business_line.clone()))?;
-        if line.config.workflow(req.after_sales_type).is_none() {
-            return Err(ServiceError::TypeNotOffered {
+        let wf = line
+            .config
+            .workflow(req.after_sales_type)
+            .cloned()
+            .ok_or_else(|| ServiceError::TypeNotOffered {
                 line: req.business_line.clone(),
                 kind: req.after_sales_type,
-            });
-        }
+            })?;
+        Ok((line, wf))
+    }
+
+    /// Reads the order and its earlier service orders, runs the rules and prices the
+    /// request; stores nothing.
+    async fn assess(
+        &self,
+        line: &Line,
+        req: &SubmitRequest,
+    ) -> Result<(OrderFacts, AfterSalesRequest, Priced, i64), ServiceError> {
         let prior = self.prior_orders(&req.order_id, &req.business_line).await?;
         let now = self.engine.clock().now_ms();
         let facts = snapshot::read_order(&line.adapters, &req.order_id, &prior, now).await?;
         let request = domain_request(req, &facts)?;
-        Ok(price(&request, &facts, &line.config, now)?.breakdown)
+        let priced = price(&request, &facts, &line.config, now)?;
+        Ok((facts, request, priced, now))
     }
 
     /// One service order.
@@ -315,7 +325,7 @@ impl AfterSales {
         let Some(record) = self.engine.get(id).await? else {
             return Ok(None);
         };
-        if record.meta.get("kind").and_then(Value::as_str) != Some(META_KIND) {
+        if !is_service_order(&record) {
             return Ok(None);
         }
         Ok(Some(view::build(&self.engine, record).await?))
@@ -349,9 +359,7 @@ impl AfterSales {
             let exhausted = page.len() < limit * 2;
             for record in page {
                 after = Some(record.id.clone());
-                if record.parent_id.is_some()
-                    || record.meta.get("kind").and_then(Value::as_str) != Some(META_KIND)
-                {
+                if !is_service_order(&record) {
                     continue;
                 }
                 let v = view::build(&self.engine, record).await?;
@@ -448,9 +456,7 @@ impl AfterSales {
             let n = page.len();
             for r in page {
                 after = Some(r.id.clone());
-                if r.parent_id.is_none()
-                    && r.meta.get("kind").and_then(Value::as_str) == Some(META_KIND)
-                {
+                if is_service_order(&r) {
                     out.push(PriorOrder::from_record(&r));
                 }
             }
@@ -617,48 +623,31 @@ fn price(
 fn workflow_input(
     service_order_id: &str,
     req: &SubmitRequest,
+    request: &AfterSalesRequest,
     facts: &OrderFacts,
     priced: &Priced,
     line: &BusinessLine,
 ) -> Value {
     let currency = facts.snapshot.currency();
     let zero = Money::zero(currency);
+    // The lines as the rules resolved them (default quantities filled in).
     let mut physical = Vec::new();
     let mut virtual_refs = Vec::new();
     let mut virtual_lines = Vec::new();
-    for l in &req.lines {
-        let Some(o) = facts
-            .snapshot
-            .lines
-            .iter()
-            .find(|o| o.line_id.as_str() == l.line_id)
-        else {
+    for l in &request.lines {
+        let Some((_, o)) = facts.snapshot.line(&l.line_id) else {
             continue;
         };
-        let quantity = l.quantity.unwrap_or(o.remaining_quantity());
+        let r = json!({ "line_id": o.line_id, "sku": o.sku, "quantity": l.quantity });
         match &o.goods {
-            aftersales_domain::LineGoods::Physical => physical.push(json!({
-                "line_id": o.line_id, "sku": o.sku, "quantity": quantity,
-            })),
+            aftersales_domain::LineGoods::Physical => physical.push(r),
             aftersales_domain::LineGoods::Virtual(v) => {
-                virtual_refs.push(json!({
-                    "line_id": o.line_id, "sku": o.sku, "quantity": quantity,
-                }));
-                virtual_lines.push((o, v.clone()));
+                virtual_refs.push(r);
+                virtual_lines.push((o, v));
             }
         }
     }
     let b = &priced.breakdown;
-    let line_net = |virtual_part: bool| -> Money {
-        let mut sum = 0i64;
-        for lr in &b.lines {
-            let is_virtual = virtual_lines.iter().any(|(o, _)| o.line_id == lr.line_id);
-            if is_virtual == virtual_part {
-                sum += lr.net.minor;
-            }
-        }
-        Money::new(sum, currency)
-    };
     let (physical_refund, virtual_refund) = if virtual_lines.is_empty() {
         (b.total, zero)
     } else if physical.is_empty() {
@@ -666,22 +655,25 @@ fn workflow_input(
     } else {
         // A bundle: the virtual part is refunded after the physical part is back; the
         // buyer's waiver (asking for less) comes off the virtual part first.
-        let v = line_net(true);
-        let p = line_net(false);
+        let virtual_net: i64 = b
+            .lines
+            .iter()
+            .filter(|lr| virtual_lines.iter().any(|(o, _)| o.line_id == lr.line_id))
+            .map(|lr| lr.net.minor)
+            .sum();
         let waived = b.entitled.minor - b.total.minor;
-        let v_paid = (v.minor - waived).max(0);
-        let p_paid = b.total.minor - v_paid;
-        let _ = p;
-        (Money::new(p_paid, currency), Money::new(v_paid, currency))
+        let v_paid = (virtual_net - waived).max(0);
+        (
+            Money::new(b.total.minor - v_paid, currency),
+            Money::new(v_paid, currency),
+        )
     };
     let first_virtual = virtual_lines.first();
-    let replacement = req.lines.iter().find_map(|l| l.exchange_to.clone());
-    let exchange_quantity: u32 = req
+    let replacement = request
         .lines
         .iter()
-        .map(|l| l.quantity.unwrap_or(1))
-        .sum::<u32>()
-        .max(1);
+        .find_map(|l| l.replacement.as_ref().map(|r| r.sku.clone()));
+    let exchange_quantity: u32 = request.lines.iter().map(|l| l.quantity).sum();
     let alternative_total = priced.alternative.as_ref().map_or(zero, |a| a.total);
     let mut m = Map::new();
     m.insert("service_order_id".into(), json!(service_order_id));
@@ -777,6 +769,12 @@ fn service_record(
         "alternative": priced.alternative,
         "created_at": now,
     })
+}
+
+/// True for the instance of a service order (not a sub-workflow, not a plain instance
+/// started through `/v1/instances`).
+fn is_service_order(r: &aftersales_core::store::InstanceRecord) -> bool {
+    r.parent_id.is_none() && r.meta.get("kind").and_then(Value::as_str) == Some(META_KIND)
 }
 
 /// Keeps only the named fields of an object.
@@ -915,10 +913,7 @@ impl AfterSales {
             let n = page.len();
             for r in page {
                 after = Some(r.id.clone());
-                if r.parent_id.is_some()
-                    || r.meta.get("kind").and_then(Value::as_str) != Some(META_KIND)
-                    || snapshot::refunded_amount(&r).is_none_or(|m| m <= 0)
-                {
+                if !is_service_order(&r) || snapshot::refunded_amount(&r).is_none_or(|m| m <= 0) {
                     continue;
                 }
                 let reason: Reason = r
