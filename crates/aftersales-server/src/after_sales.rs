@@ -92,6 +92,11 @@ pub(crate) fn service_problem(e: ServiceError) -> Problem {
             codes::UPSTREAM,
             format!("{e}; nothing was stored"),
         ),
+        ServiceError::Busy(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            e.to_string(),
+        ),
         ServiceError::Engine(e) => engine_problem(e),
         other => Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

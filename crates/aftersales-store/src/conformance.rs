@@ -245,6 +245,7 @@ macro_rules! conformance_tests {
             renew_leases_keeps_live_leases_of_the_owner,
             stats_count_running_due_and_attention,
             sales_are_recorded_once_and_summed_over_a_window,
+            named_locks_exclude_until_released_or_expired,
             json_round_trips_exactly,
             concurrent_claims_never_share_an_instance,
             concurrent_signals_are_stored_once,
@@ -2009,6 +2010,35 @@ pub async fn durable_state_verify(store: Arc<dyn Store>) {
         kinds(&c.inbox)[2],
         (MessageKind::Event, "parcel.lost", "e-9")
     );
+}
+
+/// Named locks: one holder at a time; the holder may extend it; another takes it once it
+/// expires or is released; a release by someone else changes nothing.
+pub async fn named_locks_exclude_until_released_or_expired(store: Arc<dyn Store>) {
+    const TTL: i64 = 30_000;
+    let s = store.as_ref();
+    async fn take(s: &dyn Store, holder: &str, at: i64) -> bool {
+        s.try_lock("order/o-1", holder, at, TTL).await.unwrap()
+    }
+    assert!(take(s, "node-a", T0).await);
+    assert!(!take(s, "node-b", T0 + 1).await);
+    // Another name is another lock.
+    assert!(
+        s.try_lock("order/o-2", "node-b", T0 + 1, TTL)
+            .await
+            .unwrap()
+    );
+    // The holder extends it; the other still waits past the first expiry.
+    assert!(take(s, "node-a", T0 + 10_000).await);
+    assert!(!take(s, "node-b", T0 + TTL).await);
+    // A release by someone else changes nothing; by the holder, frees it.
+    s.unlock("order/o-1", "node-b").await.unwrap();
+    assert!(!take(s, "node-b", T0 + TTL).await);
+    s.unlock("order/o-1", "node-a").await.unwrap();
+    assert!(take(s, "node-b", T0 + TTL).await);
+    // A crashed holder's lock is taken over once it expires.
+    assert!(!take(s, "node-c", T0 + 2 * TTL - 1).await);
+    assert!(take(s, "node-c", T0 + 2 * TTL).await);
 }
 
 /// Units sold: a record seen before (by dedupe id) is ignored; totals sum a window per

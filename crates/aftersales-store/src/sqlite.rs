@@ -700,6 +700,40 @@ impl Store for SqliteStore {
         Ok(new)
     }
 
+    async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert, or take over a lock that expired or is ours already.
+        let done = sqlx::query(
+            "INSERT INTO named_locks (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE named_locks.expires_at <= ?4 OR named_locks.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now.saturating_add(ttl_ms))
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .map_err(db("try_lock"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM named_locks WHERE name = ?1 AND holder = ?2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.writer)
+            .await
+            .map_err(db("unlock"))?;
+        Ok(())
+    }
+
     async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT business_line, category, sku, CAST(SUM(quantity) AS BIGINT) FROM sales \

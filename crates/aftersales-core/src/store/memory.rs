@@ -34,6 +34,8 @@ struct Inner {
     next_msg: i64,
     /// Units sold, by dedupe id.
     sales: BTreeMap<String, SaleRecord>,
+    /// Named locks: name → (holder, expires at).
+    locks: HashMap<String, (String, i64)>,
 }
 
 /// The in-memory store.
@@ -542,6 +544,34 @@ impl Store for MemoryStore {
             }
         }
         Ok(new)
+    }
+
+    async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let free = match inner.locks.get(name) {
+            None => true,
+            Some((h, expires_at)) => h == holder || *expires_at <= now,
+        };
+        if free {
+            inner
+                .locks
+                .insert(name.to_owned(), (holder.to_owned(), now + ttl_ms));
+        }
+        Ok(free)
+    }
+
+    async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.locks.get(name).is_some_and(|(h, _)| h == holder) {
+            inner.locks.remove(name);
+        }
+        Ok(())
     }
 
     async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {

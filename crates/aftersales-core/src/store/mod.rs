@@ -515,4 +515,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Units sold with `from <= at < to`, summed per business line, category and SKU.
     async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError>;
+
+    /// Takes the lock `name` for `holder` until `now + ttl_ms`, when it is free, expired
+    /// (`expires_at <= now`) or already held by `holder` (which extends it). Returns whether
+    /// `holder` holds it now. Every daemon on one database sees the same locks, so this is
+    /// the mutual exclusion between nodes (one submit at a time per order); the expiry frees
+    /// a lock whose holder crashed.
+    async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases the lock `name` if `holder` holds it; otherwise does nothing.
+    async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }

@@ -16,9 +16,12 @@
 //! 6. one engine start that stores the instance *and* the service order record (its
 //!    `meta`) in one write.
 //!
-//! Requests on one order are serialized in this process, so two requests cannot both pass
-//! the one-open-request-per-line rule. (Several daemons on one database do not share that
-//! lock; see docs/ARCHITECTURE.md.)
+//! Requests on one order are serialized, from step 3 to step 6, so two requests cannot both
+//! pass the one-open-request-per-line rule: by a mutex in this process, and across daemons
+//! on one database by a lock in the store ([`Store::try_lock`]) that expires should its
+//! holder crash. A submit that cannot get the lock in time is [`ServiceError::Busy`].
+//!
+//! [`Store::try_lock`]: aftersales_core::store::Store::try_lock
 
 mod snapshot;
 mod view;
@@ -154,10 +157,22 @@ pub enum ServiceError {
         /// Worth retrying later.
         retryable: bool,
     },
+    /// Another request on the same order is being submitted (on this daemon or another)
+    /// and did not finish in time; nothing was stored. Retry.
+    #[error("another request on order `{0}` is being submitted; nothing was stored, retry")]
+    Busy(String),
     /// The engine or the store failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
+
+/// How long one submit may hold its order's store lock; a crashed daemon's lock frees after
+/// this. Longer than a submit takes (order reads retry for a few seconds at most).
+const SUBMIT_LOCK_TTL_MS: i64 = 60_000;
+/// How long a submit waits for another daemon's submit on the same order.
+const SUBMIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often it asks while waiting.
+const SUBMIT_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The after-sales service: business lines, their adapters and the engine.
 pub struct AfterSales {
@@ -222,9 +237,58 @@ impl AfterSales {
         let (line, wf) = self.line_for(&req)?;
         let def = self.engine.definition(&wf.name, Some(wf.version)).await?;
 
-        // One request at a time per order, from reading the order to storing the instance.
+        // One request at a time per order, from reading the order to storing the instance:
+        // in this process, then across daemons.
         let lock = self.order_lock(&req.business_line, &req.order_id);
         let _guard = lock.lock().await;
+        let lock_name = format!("submit/{}/{}", req.business_line, req.order_id);
+        let holder = uuid::Uuid::now_v7().to_string();
+        self.store_lock(&lock_name, &holder, &req.order_id).await?;
+        let result = self
+            .submit_locked(req, idempotency_key, &hash, line, wf, def)
+            .await;
+        if let Err(e) = self.engine.store().unlock(&lock_name, &holder).await {
+            // It expires by itself; the next submit on this order waits for that at worst.
+            tracing::warn!(lock = %lock_name, error = %e, "could not release a submit lock");
+        }
+        result
+    }
+
+    /// Waits for the store lock of an order's submits, up to [`SUBMIT_LOCK_WAIT`].
+    async fn store_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        order_id: &str,
+    ) -> Result<(), ServiceError> {
+        let store = self.engine.store();
+        let deadline = tokio::time::Instant::now() + SUBMIT_LOCK_WAIT;
+        loop {
+            let now = self.engine.clock().now_ms();
+            if store
+                .try_lock(name, holder, now, SUBMIT_LOCK_TTL_MS)
+                .await
+                .map_err(EngineError::from)?
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServiceError::Busy(order_id.to_owned()));
+            }
+            tokio::time::sleep(SUBMIT_LOCK_POLL).await;
+        }
+    }
+
+    /// [`AfterSales::submit`] once the order is locked.
+    async fn submit_locked(
+        &self,
+        req: SubmitRequest,
+        idempotency_key: Option<&str>,
+        hash: &str,
+        line: Arc<Line>,
+        wf: WorkflowRef,
+        def: Arc<aftersales_core::model::Workflow>,
+    ) -> Result<Submitted, ServiceError> {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.by_key(key, &hash).await?
         {

@@ -885,6 +885,64 @@ async fn all_scenarios_on_postgres() {
     for_each_scenario!(each);
 }
 
+/// Two daemons on one database, a request on the same order reaching each at the same
+/// instant: the store's per-order lock lets one through, and the other then sees it as the
+/// order's open request. Without a lock shared by the daemons both would pass the rules.
+async fn two_daemons_admit_one_request_per_order(store: Arc<dyn Store>) {
+    let a = World::new(store).await;
+    let b = a.another_node().await;
+    for round in 0..8 {
+        let order = format!("two-nodes-{round}");
+        a.physical_order(&order, "tee-m", 1, 9_900, 0);
+        a.deliver(&order);
+        let body = json!({"business_line": "apparel", "order_id": order, "type": "return_refund",
+            "lines": [{"line_id": "l1", "quantity": 1}], "reason": "wrong_size"});
+        let (ra, rb) = tokio::join!(a.submit_only(body.clone()), b.submit_only(body));
+        let (won, lost) = match (ra, rb) {
+            (Ok(so), other) | (other, Ok(so)) => (so, other),
+            (ra, rb) => panic!("round {round}: neither was admitted: {ra:?} / {rb:?}"),
+        };
+        assert_eq!(
+            refused(lost),
+            RefusalCode::OpenRequestExists,
+            "round {round}: {won:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_daemons_on_sqlite_admit_one_request_per_order() {
+    let (store, _dir) = sqlite().await;
+    two_daemons_admit_one_request_per_order(store).await;
+}
+
+#[tokio::test]
+async fn two_daemons_on_postgres_admit_one_request_per_order() {
+    let Ok(base) = std::env::var("AFTERSALES_TEST_PG_URL") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "AFTERSALES_TEST_PG_URL is not set, and under CI a missing PostgreSQL is a failure"
+        );
+        eprintln!("skipped: AFTERSALES_TEST_PG_URL is not set");
+        return;
+    };
+    let admin = sqlx::PgPool::connect(&base).await.unwrap();
+    let db = format!("aftersales_two_nodes_{}", std::process::id());
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    two_daemons_admit_one_request_per_order(aftersales_store::open_store(&url).await.unwrap())
+        .await;
+    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
+
 /// A platform team adds a business line with one TOML file and no Rust change: it loads,
 /// validates against the shipped workflows, and runs a request end to end.
 #[tokio::test]

@@ -84,6 +84,19 @@ impl World {
         World::assemble(store, &root().join("config/business-lines"), sim, clock).await
     }
 
+    /// A second daemon on the same database and simulated world: its own engine, service
+    /// and in-process locks, sharing only what two real daemons share.
+    pub async fn another_node(&self) -> World {
+        let store = self.engine.store().clone();
+        World::assemble(
+            store,
+            &root().join("config/business-lines"),
+            self.sim.clone(),
+            self.clock.clone(),
+        )
+        .await
+    }
+
     async fn assemble(
         store: Arc<dyn Store>,
         lines_dir: &Path,
