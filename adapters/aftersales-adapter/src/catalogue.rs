@@ -9,7 +9,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum System {
-    /// The order system (order lines, after-sales marks, refund reconciliation).
+    /// The order system (order lines, after-sales marks, refund reconciliation, platform-side
+    /// returns and cancellation).
     Order,
     /// The warehouse / WMS (interception, returns, inspection, replacement shipments).
     Warehouse,
@@ -122,6 +123,10 @@ static FULL_NAMES: &[&str] = &[
     "order.clear_after_sales",
     "order.report_refund",
     "order.close_after_sales",
+    "order.request_return",
+    "order.approve_return",
+    "order.decline_return",
+    "order.cancel",
     "warehouse.intercept_shipment",
     "warehouse.carrier_intercept",
     "warehouse.create_return",
@@ -267,6 +272,62 @@ static CATALOGUE: &[ActionSpec] = &[
                 T::String,
                 "completed | rejected | closed | failed",
             ),
+            opt("reason", T::String, "why, for people"),
+        ],
+        outputs: &[],
+    },
+    ActionSpec {
+        system: System::Order,
+        name: "request_return",
+        summary: "open a return request on the order system (awaiting the merchant's decision there)",
+        mutating: true,
+        inputs: &[
+            ORDER_ID,
+            SERVICE_ORDER_ID,
+            LINES,
+            opt(
+                "reason",
+                T::String,
+                "why the buyer returns, shown to the merchant where the platform supports it",
+            ),
+        ],
+        outputs: &[req("return_id", T::String, "the platform's return id")],
+    },
+    ActionSpec {
+        system: System::Order,
+        name: "approve_return",
+        summary: "approve a requested return",
+        mutating: true,
+        inputs: &[
+            req("return_id", T::String, "the return to approve"),
+            SERVICE_ORDER_ID,
+        ],
+        outputs: &[],
+    },
+    ActionSpec {
+        system: System::Order,
+        name: "decline_return",
+        summary: "decline a requested return (also the compensation of request_return)",
+        mutating: true,
+        inputs: &[
+            req("return_id", T::String, "the return to decline"),
+            SERVICE_ORDER_ID,
+            opt(
+                "reason",
+                T::String,
+                "why, sent to the buyer where the platform supports it",
+            ),
+        ],
+        outputs: &[],
+    },
+    ActionSpec {
+        system: System::Order,
+        name: "cancel",
+        summary: "cancel the order on the order system (no money moves: the payment adapter refunds)",
+        mutating: true,
+        inputs: &[
+            ORDER_ID,
+            SERVICE_ORDER_ID,
             opt("reason", T::String, "why, for people"),
         ],
         outputs: &[],
@@ -550,7 +611,12 @@ const REFUND_EVENT: &[FieldSpec] = &[
 const RETURN_EVENT: &[FieldSpec] = &[
     req("rma_id", T::String, "the return"),
     req("order_id", T::String, "the order the goods came from"),
-    req("service_order_id", T::String, "the service order"),
+    opt(
+        "service_order_id",
+        T::String,
+        "the service order, when the warehouse keeps our reference (ShipBob does not); \
+         the event is correlated by `rma_id` either way",
+    ),
     req(
         "inspection_passed",
         T::Bool,

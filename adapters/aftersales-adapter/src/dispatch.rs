@@ -11,10 +11,10 @@ use crate::error::AdapterError;
 use crate::key::IdempotencyKey;
 use crate::traits::{Capabilities, Fulfillment, Notifier, OrderSystem, Payment, Warehouse};
 use crate::types::{
-    Ack, CarrierIntercept, Charge, ClearAfterSales, CloseAfterSales, CreateReturn, EntitlementRef,
-    GetOrder, Grant, InsuranceClaim, InterceptShipment, MarkAfterSales, Notification, Refund,
-    RefundStatus, RefundStatusInput, ReleaseStock, ReportRefund, ReserveStock, Revoke, RmaRef,
-    ShipReplacement,
+    Ack, ApproveReturn, CancelOrder, CarrierIntercept, Charge, ClearAfterSales, CloseAfterSales,
+    CreateReturn, DeclineReturn, EntitlementRef, GetOrder, Grant, InsuranceClaim,
+    InterceptShipment, MarkAfterSales, Notification, Refund, RefundStatus, RefundStatusInput,
+    ReleaseStock, ReportRefund, RequestReturn, ReserveStock, Revoke, RmaRef, ShipReplacement,
 };
 
 /// The events that finish a pending refund.
@@ -165,6 +165,24 @@ impl AdapterSet {
             "order.close_after_sales" => {
                 o.close_after_sales(&cx.decode::<CloseAfterSales>()?, key)
                     .await?;
+                cx.done(&Ack {})
+            }
+            "order.request_return" => cx.done(
+                &o.request_return(&cx.decode::<RequestReturn>()?, key)
+                    .await?,
+            ),
+            "order.approve_return" => {
+                o.approve_return(&cx.decode::<ApproveReturn>()?, key)
+                    .await?;
+                cx.done(&Ack {})
+            }
+            "order.decline_return" => {
+                o.decline_return(&cx.decode::<DeclineReturn>()?, key)
+                    .await?;
+                cx.done(&Ack {})
+            }
+            "order.cancel" => {
+                o.cancel(&cx.decode::<CancelOrder>()?, key).await?;
                 cx.done(&Ack {})
             }
             "warehouse.intercept_shipment" => cx.done(
@@ -408,6 +426,32 @@ mod tests {
             _: &CloseAfterSales,
             _: &IdempotencyKey,
         ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn request_return(
+            &self,
+            _: &RequestReturn,
+            _: &IdempotencyKey,
+        ) -> Result<RequestReturnOutput, AdapterError> {
+            Ok(RequestReturnOutput {
+                return_id: "ret-1".into(),
+            })
+        }
+        async fn approve_return(
+            &self,
+            _: &ApproveReturn,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn decline_return(
+            &self,
+            _: &DeclineReturn,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn cancel(&self, _: &CancelOrder, _: &IdempotencyKey) -> Result<(), AdapterError> {
             Ok(())
         }
     }
@@ -682,6 +726,10 @@ mod tests {
                 "order.clear_after_sales" => round::<ClearAfterSales>(spec),
                 "order.report_refund" => round::<ReportRefund>(spec),
                 "order.close_after_sales" => round::<CloseAfterSales>(spec),
+                "order.request_return" => round::<RequestReturn>(spec),
+                "order.approve_return" => round::<ApproveReturn>(spec),
+                "order.decline_return" => round::<DeclineReturn>(spec),
+                "order.cancel" => round::<CancelOrder>(spec),
                 "warehouse.intercept_shipment" => round::<InterceptShipment>(spec),
                 "warehouse.carrier_intercept" => round::<CarrierIntercept>(spec),
                 "warehouse.create_return" => round::<CreateReturn>(spec),
@@ -797,6 +845,75 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.class, ErrorClass::Permanent);
         assert_eq!(err.message, "refund re-1 answered failed");
+    }
+
+    /// An order system with only the required actions: the optional ones answer through the
+    /// trait's defaults.
+    struct RequiredOnly;
+
+    #[async_trait]
+    impl OrderSystem for RequiredOnly {
+        fn platform(&self) -> &'static str {
+            "minimal"
+        }
+        fn capabilities(&self) -> Capabilities {
+            // Claims everything, to reach the defaults through dispatch.
+            Capabilities::all(System::Order)
+        }
+        async fn get(&self, _: &GetOrder) -> Result<Order, AdapterError> {
+            Err(AdapterError::permanent("minimal", "order.get", "no orders"))
+        }
+        async fn mark_after_sales(
+            &self,
+            _: &MarkAfterSales,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn clear_after_sales(
+            &self,
+            _: &ClearAfterSales,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn report_refund(
+            &self,
+            _: &ReportRefund,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn close_after_sales(
+            &self,
+            _: &CloseAfterSales,
+            _: &IdempotencyKey,
+        ) -> Result<(), AdapterError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn optional_order_actions_default_to_unsupported() {
+        let mut adapters = stub();
+        adapters.order = Arc::new(RequiredOnly);
+        assert!(
+            !Capabilities::required(System::Order).supports("order.request_return"),
+            "returns and cancellation are optional"
+        );
+        for spec in catalogue::catalogue().iter().filter(|s| {
+            s.system == System::Order
+                && !Capabilities::required(System::Order).supports(s.full_name_static())
+        }) {
+            let name = spec.full_name_static();
+            let err = adapters
+                .dispatch(name, &full_input(spec), &key())
+                .await
+                .unwrap_err();
+            assert_eq!(err.class, ErrorClass::Unsupported, "{name}");
+            assert_eq!(err.action, name);
+            assert_eq!(err.platform, "minimal");
+        }
     }
 
     #[tokio::test]

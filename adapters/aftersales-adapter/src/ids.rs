@@ -72,6 +72,8 @@ id_type! {
     ClaimId,
     /// A return (RMA) at the warehouse.
     RmaId,
+    /// A return at the order system (Shopify's `Return` GID); not a warehouse RMA.
+    ReturnId,
     /// A stock reservation at the warehouse.
     ReservationId,
     /// A parcel sent by the warehouse.

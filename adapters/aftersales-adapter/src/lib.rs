@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod catalogue;
+mod described;
 mod dispatch;
 mod error;
 mod event;
@@ -44,7 +45,7 @@ pub use event::{Headers, InboundEvent, WebhookError, WebhookVerifier, constant_t
 pub use key::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use registry::{
     AdapterConfig, AdapterSetConfig, BuildContext, Built, Factory, LineAdapters, Registry,
-    RegistryError, Secret,
+    RegistryError, Secret, VALIDATION_PLACEHOLDER,
 };
 pub use traits::{Capabilities, Fulfillment, Notifier, OrderSystem, Payment, Warehouse};
 pub use types::{RefundLookup, RefundStatus};

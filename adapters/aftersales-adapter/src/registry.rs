@@ -127,7 +127,12 @@ pub enum RegistryError {
 pub struct BuildContext<'a> {
     config: &'a AdapterConfig,
     env: &'a dyn Fn(&str) -> Option<String>,
+    validating: bool,
 }
+
+/// What [`BuildContext::secret`] answers while validating: any setting that names an
+/// environment variable reads as this, so validation needs no secrets.
+pub const VALIDATION_PLACEHOLDER: &str = "unset-during-validation";
 
 impl BuildContext<'_> {
     /// The adapter's configuration.
@@ -143,8 +148,18 @@ impl BuildContext<'_> {
         })
     }
 
+    /// True when the adapter is built only so `aftersales validate` can read its platform
+    /// and capabilities. Secrets then read as [`VALIDATION_PLACEHOLDER`]: a factory that
+    /// must parse a secret (a PEM key) checks its other settings, then returns
+    /// [`Built::described`] instead of parsing it.
+    pub fn validating(&self) -> bool {
+        self.validating
+    }
+
     /// Reads the secret held by the environment variable that setting `setting` names
     /// (`secret("api_key_env")` with `api_key_env = "STRIPE_KEY"` reads `$STRIPE_KEY`).
+    /// While [validating](BuildContext::validating), the setting must still name a
+    /// variable, but its value is [`VALIDATION_PLACEHOLDER`].
     pub fn secret(&self, setting: &str) -> Result<Secret, RegistryError> {
         let kind = self.config.kind.clone();
         let Some(var) = self.config.settings.get(setting).and_then(|v| v.as_str()) else {
@@ -153,6 +168,9 @@ impl BuildContext<'_> {
                 setting: setting.to_owned(),
             });
         };
+        if self.validating {
+            return Ok(Secret(VALIDATION_PLACEHOLDER.to_owned()));
+        }
         match (self.env)(var) {
             Some(value) => Ok(Secret(value)),
             None => Err(RegistryError::MissingEnv {
@@ -265,7 +283,28 @@ impl Registry {
                 known: self.kinds(),
             });
         };
-        factory(&BuildContext { config, env })
+        factory(&BuildContext {
+            config,
+            env,
+            validating: false,
+        })
+    }
+
+    /// Builds one adapter for validation only: no environment is read (secrets are
+    /// [`VALIDATION_PLACEHOLDER`]) and the factory may return [`Built::described`]. Use the
+    /// result for its platform names and capabilities, never to act.
+    pub fn build_for_validation(&self, config: &AdapterConfig) -> Result<Built, RegistryError> {
+        let Some(factory) = self.factories.get(&config.kind) else {
+            return Err(RegistryError::UnknownKind {
+                kind: config.kind.clone(),
+                known: self.kinds(),
+            });
+        };
+        factory(&BuildContext {
+            config,
+            env: &|_| None,
+            validating: true,
+        })
     }
 
     /// Builds the adapters of one business line. Systems with identical configurations
@@ -404,6 +443,7 @@ mod tests {
         let cx = BuildContext {
             config: &config,
             env: &no_env,
+            validating: false,
         };
         let err = cx.settings::<S>().unwrap_err();
         assert!(matches!(err, RegistryError::InvalidSettings { .. }));
@@ -412,6 +452,33 @@ mod tests {
                 .starts_with("adapter `x`: invalid settings: unknown field `sed`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn validation_builds_read_no_environment_but_still_need_the_setting() {
+        let mut r = Registry::new();
+        r.register("keyed", |cx| {
+            let key = cx.secret("key_env")?;
+            assert!(cx.validating());
+            assert_eq!(key.expose(), VALIDATION_PLACEHOLDER);
+            Ok(Built::described(
+                "keyed",
+                System::Payment,
+                crate::Capabilities::required(System::Payment),
+            ))
+        });
+        let named = AdapterConfig::with_settings("keyed", serde_json::json!({"key_env": "K"}));
+        let built = r.build_for_validation(&named).unwrap();
+        assert_eq!(built.payment.map(|p| p.platform()), Some("keyed"));
+        let unnamed = AdapterConfig::new("keyed");
+        assert!(matches!(
+            r.build_for_validation(&unnamed),
+            Err(RegistryError::MissingSetting { .. })
+        ));
+        assert!(matches!(
+            r.build_for_validation(&AdapterConfig::new("nope")),
+            Err(RegistryError::UnknownKind { .. })
+        ));
     }
 
     #[test]

@@ -8,11 +8,12 @@ use crate::catalogue::{self, System};
 use crate::error::AdapterError;
 use crate::key::IdempotencyKey;
 use crate::types::{
-    CarrierIntercept, CarrierInterceptOutput, Charge, ChargeOutput, ClaimOutput, ClearAfterSales,
-    CloseAfterSales, Consumption, CreateReturn, CreateReturnOutput, EntitlementRef, GetOrder,
-    Grant, GrantOutput, InsuranceClaim, InterceptOutput, InterceptShipment, MarkAfterSales,
-    Notification, Order, ParcelOutput, Refund, RefundLookup, RefundOutcome, RefundState,
-    ReleaseStock, ReportRefund, ReserveStock, ReserveStockOutput, Revoke, RmaRef, ShipReplacement,
+    ApproveReturn, CancelOrder, CarrierIntercept, CarrierInterceptOutput, Charge, ChargeOutput,
+    ClaimOutput, ClearAfterSales, CloseAfterSales, Consumption, CreateReturn, CreateReturnOutput,
+    DeclineReturn, EntitlementRef, GetOrder, Grant, GrantOutput, InsuranceClaim, InterceptOutput,
+    InterceptShipment, MarkAfterSales, Notification, Order, ParcelOutput, Refund, RefundLookup,
+    RefundOutcome, RefundState, ReleaseStock, ReportRefund, RequestReturn, RequestReturnOutput,
+    ReserveStock, ReserveStockOutput, Revoke, RmaRef, ShipReplacement,
 };
 
 /// The set of catalogue actions (`system.action`) an adapter supports.
@@ -22,6 +23,9 @@ use crate::types::{
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
     actions: BTreeSet<&'static str>,
+    /// Supported actions outside the payment system that move money themselves (Shopify's
+    /// `refundCreate` on a Shopify-processed gateway behind `order.report_refund`).
+    moves_money: BTreeSet<&'static str>,
 }
 
 /// Actions every adapter of a system must implement; the others are optional and default
@@ -53,6 +57,7 @@ impl Capabilities {
     pub fn required(system: System) -> Capabilities {
         let prefix = system.as_str();
         Capabilities {
+            moves_money: BTreeSet::new(),
             actions: REQUIRED
                 .iter()
                 .copied()
@@ -79,6 +84,23 @@ impl Capabilities {
         self
     }
 
+    /// Adds an action that moves money by itself although it is not `payment.refund`, so
+    /// the validator refuses a business line that would pay the buyer through it and
+    /// through its payment adapter (AS-BL-0109). Names outside the catalogue are ignored.
+    pub fn with_money_moving(mut self, action: &str) -> Capabilities {
+        if let Some(spec) = catalogue::find_full(action) {
+            self.actions.insert(spec.full_name_static());
+            self.moves_money.insert(spec.full_name_static());
+        }
+        self
+    }
+
+    /// True when `action` is supported and moves money by itself
+    /// ([`with_money_moving`](Capabilities::with_money_moving)).
+    pub fn moves_money(&self, action: &str) -> bool {
+        self.moves_money.contains(action)
+    }
+
     /// True when `action` (`system.action`) is supported.
     pub fn supports(&self, action: &str) -> bool {
         self.actions.contains(action)
@@ -92,6 +114,7 @@ impl Capabilities {
     /// Both sets together.
     pub fn union(mut self, other: &Capabilities) -> Capabilities {
         self.actions.extend(other.actions.iter().copied());
+        self.moves_money.extend(other.moves_money.iter().copied());
         self
     }
 
@@ -105,7 +128,8 @@ impl Capabilities {
     }
 }
 
-/// The order system: reads orders, marks lines under after-sales, reconciles refunds.
+/// The order system: reads orders, marks lines under after-sales, reconciles refunds, and
+/// (optionally) opens, approves and declines platform-side returns and cancels orders.
 #[async_trait]
 pub trait OrderSystem: Send + Sync {
     /// The platform name used in errors (`sim`, `shopify`).
@@ -144,6 +168,52 @@ pub trait OrderSystem: Send + Sync {
         req: &CloseAfterSales,
         key: &IdempotencyKey,
     ) -> Result<(), AdapterError>;
+
+    /// `order.request_return`: opens a return request on the order system, awaiting the
+    /// merchant's decision there. A repeat with the same key answers the first return and
+    /// opens no second one. Optional.
+    async fn request_return(
+        &self,
+        _req: &RequestReturn,
+        _key: &IdempotencyKey,
+    ) -> Result<RequestReturnOutput, AdapterError> {
+        Err(AdapterError::unsupported(
+            self.platform(),
+            "order.request_return",
+        ))
+    }
+
+    /// `order.approve_return`: approves a requested return; approving an approved one
+    /// changes nothing. Optional.
+    async fn approve_return(
+        &self,
+        _req: &ApproveReturn,
+        _key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        Err(AdapterError::unsupported(
+            self.platform(),
+            "order.approve_return",
+        ))
+    }
+
+    /// `order.decline_return`: declines a requested return (also the compensation of
+    /// `request_return`); declining a declined one changes nothing. Optional.
+    async fn decline_return(
+        &self,
+        _req: &DeclineReturn,
+        _key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        Err(AdapterError::unsupported(
+            self.platform(),
+            "order.decline_return",
+        ))
+    }
+
+    /// `order.cancel`: cancels the order on the order system. Moves no money: the line's
+    /// payment adapter refunds. Cancelling a cancelled order changes nothing. Optional.
+    async fn cancel(&self, _req: &CancelOrder, _key: &IdempotencyKey) -> Result<(), AdapterError> {
+        Err(AdapterError::unsupported(self.platform(), "order.cancel"))
+    }
 }
 
 /// The warehouse (WMS): interceptions, returns, stock and replacement shipments.
@@ -381,5 +451,15 @@ mod tests {
             ]),
             ["payment.refund", "warehouse.reserve_stock"]
         );
+    }
+
+    #[test]
+    fn a_money_moving_action_is_supported_and_marked() {
+        let caps = Capabilities::required(System::Order).with_money_moving("order.report_refund");
+        assert!(caps.supports("order.report_refund") && caps.moves_money("order.report_refund"));
+        assert!(!caps.moves_money("order.get"));
+        let plain = Capabilities::required(System::Order);
+        assert!(!plain.moves_money("order.report_refund"));
+        assert!(plain.union(&caps).moves_money("order.report_refund"));
     }
 }

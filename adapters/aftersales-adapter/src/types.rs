@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{
     BuyerId, ChargeId, ClaimId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId,
-    ReservationId, RmaId, ServiceOrderId, Sku, Spu,
+    ReservationId, ReturnId, RmaId, ServiceOrderId, Sku, Spu,
 };
 use crate::key::IdempotencyKey;
 
@@ -208,6 +208,67 @@ pub struct CloseAfterSales {
     pub service_order_id: ServiceOrderId,
     /// How it ended.
     pub outcome: CloseOutcome,
+    /// Why, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `order.request_return` input: a return request opened on the order system, awaiting the
+/// merchant's decision there. Adapters find an earlier request by the idempotency key, so a
+/// repeat after a lost answer opens no second return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestReturn {
+    /// The order the goods came from.
+    pub order_id: OrderId,
+    /// The service order asking.
+    pub service_order_id: ServiceOrderId,
+    /// The lines and quantities to return.
+    pub lines: Vec<LineRef>,
+    /// Why the buyer returns, shown to the merchant where the platform supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `order.request_return` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestReturnOutput {
+    /// The platform's return id.
+    pub return_id: ReturnId,
+}
+
+/// `order.approve_return` input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveReturn {
+    /// The requested return to approve.
+    pub return_id: ReturnId,
+    /// The service order it belongs to.
+    pub service_order_id: ServiceOrderId,
+}
+
+/// `order.decline_return` input (also the compensation of `order.request_return`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclineReturn {
+    /// The requested return to decline.
+    pub return_id: ReturnId,
+    /// The service order it belongs to.
+    pub service_order_id: ServiceOrderId,
+    /// Why, sent to the buyer where the platform supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `order.cancel` input: cancels the order on the order system. No money moves there; the
+/// line's payment adapter refunds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOrder {
+    /// The order to cancel.
+    pub order_id: OrderId,
+    /// The service order asking.
+    pub service_order_id: ServiceOrderId,
     /// Why, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -56,6 +56,12 @@ pub fn register(registry: &mut Registry) {
             parse_duration(&settings.timeout).map_err(|e| invalid(format!("timeout: {e}")))?;
         let tolerance = parse_duration(&settings.webhook_tolerance)
             .map_err(|e| invalid(format!("webhook_tolerance: {e}")))?;
+        if cx.validating() {
+            // The keys are PEM; placeholders would not parse. Check that both are named.
+            cx.secret("private_key_env")?;
+            cx.secret("alipay_public_key_env")?;
+            return Ok(Built::described(KIND, System::Payment, capabilities()));
+        }
         let key = AppKey::new(&cx.secret("private_key_env")?)
             .map_err(|e| invalid(format!("private_key_env: {e}")))?;
         let alipay = AlipayKey::new(&cx.secret("alipay_public_key_env")?)
@@ -83,6 +89,11 @@ pub fn register(registry: &mut Registry) {
             ..Built::default()
         })
     });
+}
+
+/// The actions this adapter supports.
+fn capabilities() -> Capabilities {
+    Capabilities::required(System::Payment)
 }
 
 /// This adapter's refund id: the trade and the request number, which the query needs.
@@ -163,7 +174,7 @@ impl Payment for AlipayPay {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::required(System::Payment)
+        capabilities()
     }
 
     async fn refund(

@@ -2,13 +2,14 @@
 
 use aftersales_adapter::catalogue::System;
 use aftersales_adapter::types::{
-    Ack, CarrierIntercept, CarrierInterceptOutput, Charge, ChargeOutput, ClaimOutput,
-    ClearAfterSales, CloseAfterSales, Consumption, CreateReturn, CreateReturnOutput,
-    EntitlementRef, GetOrder, Grant, GrantOutput, InsuranceClaim, InterceptOutput,
-    InterceptShipment, MarkAfterSales, Notification, Order, ParcelOutput, Refund, RefundOutcome,
-    RefundState, RefundStatusInput, ReleaseStock, ReportRefund, ReserveStock, ReserveStockOutput,
-    Revoke, RmaRef, ShipReplacement,
+    Ack, ApproveReturn, CancelOrder, CarrierIntercept, CarrierInterceptOutput, Charge,
+    ChargeOutput, ClaimOutput, ClearAfterSales, CloseAfterSales, Consumption, CreateReturn,
+    CreateReturnOutput, EntitlementRef, GetOrder, Grant, GrantOutput, InsuranceClaim,
+    InterceptOutput, InterceptShipment, MarkAfterSales, Notification, Order, ParcelOutput, Refund,
+    RefundOutcome, RefundState, RefundStatusInput, ReleaseStock, ReportRefund, ReserveStock,
+    ReserveStockOutput, Revoke, RmaRef, ShipReplacement,
 };
+use aftersales_adapter::types::{DeclineReturn, RequestReturn, RequestReturnOutput};
 use aftersales_adapter::{
     AdapterError, Capabilities, Fulfillment, IdempotencyKey, Notifier, OrderSystem, Payment,
     RefundLookup, Warehouse,
@@ -68,6 +69,41 @@ impl OrderSystem for HttpAdapter {
         key: &IdempotencyKey,
     ) -> Result<(), AdapterError> {
         self.call::<_, Ack>("order.close_after_sales", req, Some(key), Variant::Main)
+            .await
+            .map(|_| ())
+    }
+
+    async fn request_return(
+        &self,
+        req: &RequestReturn,
+        key: &IdempotencyKey,
+    ) -> Result<RequestReturnOutput, AdapterError> {
+        self.call("order.request_return", req, Some(key), Variant::Main)
+            .await
+    }
+
+    async fn approve_return(
+        &self,
+        req: &ApproveReturn,
+        key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        self.call::<_, Ack>("order.approve_return", req, Some(key), Variant::Main)
+            .await
+            .map(|_| ())
+    }
+
+    async fn decline_return(
+        &self,
+        req: &DeclineReturn,
+        key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        self.call::<_, Ack>("order.decline_return", req, Some(key), Variant::Main)
+            .await
+            .map(|_| ())
+    }
+
+    async fn cancel(&self, req: &CancelOrder, key: &IdempotencyKey) -> Result<(), AdapterError> {
+        self.call::<_, Ack>("order.cancel", req, Some(key), Variant::Main)
             .await
             .map(|_| ())
     }

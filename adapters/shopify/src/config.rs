@@ -31,9 +31,13 @@ pub(crate) struct ShopifySettings {
     /// `aftersales:so-1`).
     #[serde(default = "default_tag_prefix")]
     pub(crate) tag_prefix: String,
-    /// Whether Shopify emails the buyer about a refund recorded by `order.report_refund`.
+    /// Whether Shopify emails the buyer about a refund recorded by `order.report_refund`, a
+    /// return approved or declined, and an order cancelled.
     #[serde(default)]
     pub(crate) notify_customer: bool,
+    /// How `order.report_refund` records a refund paid by the line's payment adapter.
+    #[serde(default)]
+    pub(crate) refunds: RefundMode,
     /// One call's timeout, as `"10s"` or `"500ms"`.
     #[serde(default = "default_timeout")]
     pub(crate) timeout: String,
@@ -47,6 +51,20 @@ pub(crate) struct ShopifySettings {
     /// How far `X-Shopify-Triggered-At` may be from now, as `"5m"`.
     #[serde(default = "default_tolerance")]
     pub(crate) webhook_tolerance: String,
+}
+
+/// How `order.report_refund` records a refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RefundMode {
+    /// A metafield on the order (`aftersales.refund-<key>`: amount, refund id, service
+    /// order): no money moves. For lines whose payment adapter (Stripe, ...) pays the buyer.
+    #[default]
+    Record,
+    /// `refundCreate` with transactions against the order's payments: on a
+    /// Shopify-processed gateway this **moves money**, so the validator refuses a line that
+    /// also refunds through `payment.refund` (AS-BL-0109).
+    Transactions,
 }
 
 fn default_api_version() -> String {

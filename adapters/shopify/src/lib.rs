@@ -10,7 +10,10 @@
 //! `order.report_refund` records the refund with `refundCreate`, bounded by the order's
 //! `suggestedRefund`, with the engine's key both in the `@idempotent` directive and in the
 //! refund's note, so a retry after a lost answer finds the first refund instead of making a
-//! second. A GraphQL `userErrors` list in an HTTP `200` is an error (`error.rs`).
+//! second. Platform-side returns (`returnRequest`, `returnApproveRequest`,
+//! `returnDeclineRequest`) and `orderCancel` (without a refund: the payment adapter pays)
+//! are in `returns.rs`; each reads the state first, so a retry never acts twice. A GraphQL
+//! `userErrors` list in an HTTP `200` is an error (`error.rs`).
 //! Layout as in `docs/adapters.md`: `config.rs`, `client.rs`, `error.rs`, `webhook.rs`.
 
 #![warn(missing_docs)]
@@ -19,16 +22,19 @@ mod client;
 mod config;
 mod error;
 mod money;
+mod returns;
 mod time;
 mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aftersales_adapter::catalogue::System;
 use aftersales_adapter::ids::OrderId;
 use aftersales_adapter::types::{
-    ClearAfterSales, CloseAfterSales, CloseOutcome, GetOrder, MarkAfterSales, Order, OrderLine,
-    OrderStatus, ReportRefund, ShipmentState,
+    ApproveReturn, CancelOrder, ClearAfterSales, CloseAfterSales, CloseOutcome, DeclineReturn,
+    GetOrder, MarkAfterSales, Order, OrderLine, OrderStatus, ReportRefund, RequestReturn,
+    RequestReturnOutput, ShipmentState,
 };
 use aftersales_adapter::{
     AdapterError, Built, Capabilities, IdempotencyKey, OrderSystem, Registry, RegistryError,
@@ -40,9 +46,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::client::{ShopifyClient, check_user_errors};
-use crate::config::{ShopifySettings, parse_duration};
+use crate::config::{RefundMode, ShopifySettings, parse_duration};
 use crate::error::{Call, UserError};
 use crate::money::{from_shopify, to_shopify};
+use crate::returns::PendingCancels;
 use crate::webhook::ShopifyWebhooks;
 
 /// The adapter kind this crate registers under.
@@ -97,6 +104,9 @@ pub fn register(registry: &mut Registry) {
                 client,
                 tag_prefix: settings.tag_prefix,
                 notify_customer: settings.notify_customer,
+                refunds: settings.refunds,
+                timeout,
+                pending: PendingCancels::default(),
             })),
             webhooks,
             ..Built::default()
@@ -110,9 +120,17 @@ struct ShopifyOrders {
     client: ShopifyClient,
     tag_prefix: String,
     notify_customer: bool,
+    /// How `order.report_refund` records a refund (a metafield, or money-moving
+    /// `refundCreate` transactions).
+    refunds: RefundMode,
+    /// One call's timeout; also bounds how long `order.cancel` polls its job.
+    timeout: Duration,
+    /// Cancel jobs started and not yet seen finished, by idempotency key.
+    pending: PendingCancels,
 }
 
-/// The marker a refund's note carries: the engine's key, found again after a lost answer.
+/// The marker a refund's note (and a return's `customerNote`, and a cancellation's staff
+/// note) carries: the engine's key, found again after a lost answer.
 pub(crate) fn key_marker(key: &str) -> String {
     format!("[aftersales-key:{key}]")
 }
@@ -381,6 +399,34 @@ struct SSuggestedTransaction {
     parent_transaction: Option<Node>,
 }
 
+const REFUND_RECORD: &str = r#"mutation AftersalesRefundRecord($metafields: [MetafieldsSetInput!]!) {
+  metafieldsSet(metafields: $metafields) {
+    metafields { key }
+    userErrors { field message code }
+  }
+}"#;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundRecordData {
+    metafields_set: Option<RefundRecordPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundRecordPayload {
+    #[serde(default)]
+    metafields: Option<Vec<MetafieldKey>>,
+    #[serde(default)]
+    user_errors: Vec<UserError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetafieldKey {
+    #[allow(dead_code)] // Read to show the write happened; its value is ours.
+    key: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RefundCreateData {
@@ -625,6 +671,54 @@ fn outcome_name(o: CloseOutcome) -> &'static str {
 }
 
 impl ShopifyOrders {
+    /// `order.report_refund` with `refunds = "record"`: one metafield per refund call on
+    /// the order (namespace `aftersales`, key `refund-<engine key>`), written with
+    /// `metafieldsSet`, which overwrites the same key with the same value on a retry. No
+    /// money moves; the payment adapter paid the buyer.
+    async fn record_refund(
+        &self,
+        req: &ReportRefund,
+        key: &IdempotencyKey,
+        gid: &str,
+    ) -> Result<(), AdapterError> {
+        let action = "order.report_refund";
+        let value = json!({
+            "service_order_id": req.service_order_id.as_str(),
+            "refund_id": req.refund_id.as_str(),
+            "amount": to_shopify(&req.amount),
+            "currency": req.amount.currency.to_string(),
+        });
+        let call = Call::Mutating(action);
+        let data: RefundRecordData = self
+            .client
+            .graphql(
+                call,
+                REFUND_RECORD,
+                json!({"metafields": [{
+                    "ownerId": gid,
+                    "namespace": "aftersales",
+                    "key": format!("refund-{}", key.as_str()),
+                    "type": "json",
+                    "value": value.to_string(),
+                }]}),
+            )
+            .await?;
+        let payload = data.metafields_set.ok_or_else(|| {
+            AdapterError::unknown_outcome(KIND, action, "Shopify answered without a payload")
+        })?;
+        check_user_errors(call, &payload.user_errors)?;
+        match payload.metafields {
+            Some(m) if !m.is_empty() => Ok(()),
+            _ => Err(AdapterError::unknown_outcome(
+                KIND,
+                action,
+                "Shopify answered without the metafield: the retry writes it again",
+            )),
+        }
+    }
+}
+
+impl ShopifyOrders {
     fn open_tag(&self, service_order: &str) -> String {
         format!("{}:{service_order}", self.tag_prefix)
     }
@@ -655,7 +749,15 @@ impl OrderSystem for ShopifyOrders {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::required(System::Order)
+        let caps = Capabilities::required(System::Order)
+            .with("order.request_return")
+            .with("order.approve_return")
+            .with("order.decline_return")
+            .with("order.cancel");
+        match self.refunds {
+            RefundMode::Record => caps,
+            RefundMode::Transactions => caps.with_money_moving("order.report_refund"),
+        }
     }
 
     async fn get(&self, req: &GetOrder) -> Result<Order, AdapterError> {
@@ -755,6 +857,9 @@ impl OrderSystem for ShopifyOrders {
                 ),
             ));
         }
+        if self.refunds == RefundMode::Record {
+            return self.record_refund(req, key, &gid).await;
+        }
         // Spread the amount over the suggested transactions, each at most its own amount.
         let mut left = req.amount.minor;
         let mut transactions = Vec::new();
@@ -850,6 +955,36 @@ impl OrderSystem for ShopifyOrders {
         };
         check_user_errors(call, &add.user_errors)?;
         check_user_errors(call, &remove.user_errors)
+    }
+
+    async fn request_return(
+        &self,
+        req: &RequestReturn,
+        key: &IdempotencyKey,
+    ) -> Result<RequestReturnOutput, AdapterError> {
+        self.request_return_impl(req, key).await
+    }
+
+    async fn approve_return(
+        &self,
+        req: &ApproveReturn,
+        _key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        // Idempotent by the return's status: an approved return is not approved again.
+        self.approve_return_impl(req).await
+    }
+
+    async fn decline_return(
+        &self,
+        req: &DeclineReturn,
+        _key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        // Idempotent by the return's status: a declined return is not declined again.
+        self.decline_return_impl(req).await
+    }
+
+    async fn cancel(&self, req: &CancelOrder, key: &IdempotencyKey) -> Result<(), AdapterError> {
+        self.cancel_impl(req, key).await
     }
 }
 

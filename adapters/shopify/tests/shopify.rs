@@ -1,5 +1,6 @@
 //! The Shopify adapter against the mock: the order read exactly, tags as marks, refunds
-//! recorded once per key, each error class, and webhooks.
+//! recorded once per key, returns requested once per key and moved by their status, orders
+//! cancelled once without a refund, each error class, and webhooks.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -7,10 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aftersales_adapter::ids::OrderId;
+use aftersales_adapter::ids::{OrderId, ReturnId};
 use aftersales_adapter::types::{
-    ClearAfterSales, CloseAfterSales, CloseOutcome, GetOrder, MarkAfterSales, OrderStatus,
-    ReportRefund, ShipmentState,
+    ApproveReturn, CancelOrder, ClearAfterSales, CloseAfterSales, CloseOutcome, DeclineReturn,
+    GetOrder, LineRef, MarkAfterSales, OrderStatus, ReportRefund, RequestReturn, ShipmentState,
 };
 use aftersales_adapter::{
     ErrorClass, Headers, IdempotencyKey, OrderSystem, Registry, WebhookError, WebhookVerifier,
@@ -206,6 +207,54 @@ async fn a_refund_is_recorded_once_per_key() {
     );
 }
 
+/// `refunds = "record"` (the default): the refund paid by the payment adapter is written
+/// down as a metafield, and no refund (no money) is created on Shopify.
+#[tokio::test]
+async fn the_default_records_a_refund_without_moving_money() {
+    let api = MockShopify::start().await;
+    let mut config = common::config(&api.uri());
+    config.settings.as_object_mut().unwrap().remove("refunds");
+    let mut registry = aftersales_adapter::Registry::new();
+    aftersales_adapter_shopify::register(&mut registry);
+    let o = registry
+        .build(&config, &common::env)
+        .unwrap()
+        .order
+        .unwrap();
+    assert!(o.capabilities().supports("order.report_refund"));
+    assert!(!o.capabilities().moves_money("order.report_refund"));
+    let id = api.add_order(MOrderSpec::simple("tee-m", 2, 2_250));
+    let k = key("as_0123456789abcdef0123456789abcdef01234567");
+    o.report_refund(&report(&id, 2_250), &k).await.unwrap();
+    o.report_refund(&report(&id, 2_250), &k).await.unwrap();
+    assert!(api.refunds(&id).is_empty(), "no refundCreate, no money");
+    assert!(api.operations("AftersalesRefund").await.is_empty());
+    let fields = api.metafields(&id);
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    let (ty, value) = &fields[&format!("aftersales.refund-{}", k.as_str())];
+    assert_eq!(ty, "json");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(value).unwrap(),
+        json!({"service_order_id": "so-1", "refund_id": "re_3Mock0001",
+               "amount": "22.50", "currency": "USD"})
+    );
+    // Amounts are still checked against the order before anything is written.
+    let e = o
+        .report_refund(&report(&id, 4_501), &key("too-much"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert_eq!(api.metafields(&id).len(), 1);
+    // `transactions` moves money, and says so to the validator.
+    assert!(
+        build(&api.uri())
+            .order
+            .unwrap()
+            .capabilities()
+            .moves_money("order.report_refund")
+    );
+}
+
 #[tokio::test]
 async fn a_lost_refund_answer_is_resolved_without_a_second_refund() {
     let (api, o) = start().await;
@@ -322,6 +371,457 @@ async fn user_errors_in_a_200_are_permanent() {
     assert_eq!(e.class, ErrorClass::Permanent);
     assert!(e.message.starts_with("shopify 401"), "{e}");
     assert!(!e.to_string().contains("shpat_wrong"));
+}
+
+// ---------------------------------------------------------------- returns and cancellation
+
+/// A shipped order of `quantity` units of one line; returns its id.
+fn shipped(api: &MockShopify, quantity: u32) -> String {
+    let mut spec = MOrderSpec::simple("tee-m", quantity, 2_250);
+    spec.fulfillment = "FULFILLED";
+    api.add_order(spec)
+}
+
+fn line(order: &str, index: usize, quantity: u32) -> LineRef {
+    LineRef {
+        line_id: format!("gid://shopify/LineItem/{order}{index}").into(),
+        sku: "tee-m".into(),
+        quantity,
+    }
+}
+
+fn request(order: &str, lines: Vec<LineRef>) -> RequestReturn {
+    RequestReturn {
+        order_id: OrderId::new(order),
+        service_order_id: "so-7".into(),
+        lines,
+        reason: Some("too small".into()),
+    }
+}
+
+fn approve(id: &ReturnId) -> ApproveReturn {
+    ApproveReturn {
+        return_id: id.clone(),
+        service_order_id: "so-7".into(),
+    }
+}
+
+fn decline(id: &ReturnId, reason: Option<&str>) -> DeclineReturn {
+    DeclineReturn {
+        return_id: id.clone(),
+        service_order_id: "so-7".into(),
+        reason: reason.map(str::to_owned),
+    }
+}
+
+fn cancel(order: &str) -> CancelOrder {
+    CancelOrder {
+        order_id: OrderId::new(order),
+        service_order_id: "so-8".into(),
+        reason: Some("cancelled by the buyer before shipment".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_return_is_requested_once_per_key_and_approved_once() {
+    let (api, o) = start().await;
+    let caps = o.capabilities();
+    for a in [
+        "order.request_return",
+        "order.approve_return",
+        "order.decline_return",
+        "order.cancel",
+    ] {
+        assert!(caps.supports(a), "{a}");
+    }
+    let id = shipped(&api, 2);
+    let k = key("inst_50-request_return-fwd-0");
+    let first = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap();
+    let again = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the repeat found the first return");
+    assert!(
+        first
+            .return_id
+            .as_str()
+            .starts_with("gid://shopify/Return/")
+    );
+    let returns = api.returns(&id);
+    assert_eq!(returns.len(), 1, "{returns:?}");
+    assert_eq!(returns[0].status, "REQUESTED");
+    let (fli, quantity, note, reason) = &returns[0].lines[0];
+    assert_eq!(fli, &format!("gid://shopify/FulfillmentLineItem/{id}0"));
+    assert_eq!(*quantity, 1);
+    assert_eq!(reason, "OTHER");
+    assert_eq!(
+        note,
+        "too small [aftersales-key:inst_50-request_return-fwd-0] [aftersales-so:so-7]"
+    );
+    let calls = api.operations("AftersalesReturnRequest").await;
+    assert_eq!(calls.len(), 1);
+    assert!(
+        !calls[0]["query"].as_str().unwrap().contains("@idempotent"),
+        "returnRequest documents no @idempotent"
+    );
+
+    // Approved once; a repeat reads OPEN and sends nothing.
+    o.approve_return(&approve(&first.return_id), &key("a-1"))
+        .await
+        .unwrap();
+    o.approve_return(&approve(&first.return_id), &key("a-1"))
+        .await
+        .unwrap();
+    assert_eq!(api.returns(&id)[0].status, "OPEN");
+    assert_eq!(api.returns(&id)[0].notified, Some(false));
+    assert_eq!(api.operations("AftersalesReturnApprove").await.len(), 1);
+
+    // Another key is another return, for the unit no return holds yet; a third finds none.
+    let second = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-2"))
+        .await
+        .unwrap();
+    assert_ne!(second, first);
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(
+        e.message
+            .contains("1 unit(s) asked, 2 fulfilled, 0 of them free"),
+        "{e}"
+    );
+    assert_eq!(
+        api.operations("AftersalesReturnRequest").await.len(),
+        2,
+        "nothing sent"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_return_request_answer_is_resolved_by_its_note() {
+    let (api, o) = start().await;
+    let id = shipped(&api, 1);
+    let k = key("inst_51-request_return-fwd-0");
+    api.lose_next_answer(Some("AftersalesReturnRequest"));
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::UnknownOutcome, "{e}");
+    // Shopify opened the return; the retry finds it by the key in its note.
+    let out = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap();
+    let returns = api.returns(&id);
+    assert_eq!(returns.len(), 1, "{returns:?}");
+    assert_eq!(out.return_id.as_str(), returns[0].id);
+    assert_eq!(api.operations("AftersalesReturnRequest").await.len(), 1);
+
+    // A 500 may have acted too: unknown outcome; here it did not, so the retry sends it.
+    let id = shipped(&api, 1);
+    let k = key("inst_52-request_return-fwd-0");
+    api.fail_next(Some("AftersalesReturnRequest"), 500, None);
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::UnknownOutcome, "{e}");
+    o.request_return(&request(&id, vec![line(&id, 0, 1)]), &k)
+        .await
+        .unwrap();
+    assert_eq!(api.returns(&id).len(), 1);
+    // Throttled while reading: transient, nothing sent.
+    api.throttle_next(Some("AftersalesReturns"));
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.class, ErrorClass::Transient { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn only_fulfilled_units_can_be_returned() {
+    let (api, o) = start().await;
+    // Nothing shipped yet.
+    let unshipped = api.add_order(MOrderSpec::simple("tee-m", 1, 2_250));
+    let e = o
+        .request_return(
+            &request(&unshipped, vec![line(&unshipped, 0, 1)]),
+            &key("k-1"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("0 fulfilled"), "{e}");
+    // Three units: one shipped, two in a cancelled fulfillment.
+    let id = api.add_order(MOrderSpec::simple("tee-m", 3, 2_250));
+    api.add_fulfillment(&id, "SUCCESS", &[(0, 1)]);
+    api.add_fulfillment(&id, "CANCELLED", &[(0, 2)]);
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 2)]), &key("k-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("2 unit(s) asked, 1 fulfilled"), "{e}");
+    // Split shipments: two fulfillments of the same line make one return of both.
+    let split = api.add_order(MOrderSpec::simple("tee-m", 3, 2_250));
+    let a = api.add_fulfillment(&split, "SUCCESS", &[(0, 1)]);
+    let b = api.add_fulfillment(&split, "SUCCESS", &[(0, 2)]);
+    o.request_return(&request(&split, vec![line(&split, 0, 3)]), &key("k-3"))
+        .await
+        .unwrap();
+    let lines: Vec<(String, u32)> = api.returns(&split)[0]
+        .lines
+        .iter()
+        .map(|l| (l.0.clone(), l.1))
+        .collect();
+    assert_eq!(lines, [(a[0].clone(), 1), (b[0].clone(), 2)]);
+    // An unknown line, a zero quantity, an unknown order: permanent, nothing sent.
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 7, 1)]), &key("k-4"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    let e = o
+        .request_return(&request(&id, vec![line(&id, 0, 0)]), &key("k-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    let e = o
+        .request_return(&request("404", vec![line("404", 0, 1)]), &key("k-6"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert_eq!(api.operations("AftersalesReturnRequest").await.len(), 1);
+}
+
+#[tokio::test]
+async fn returns_move_only_from_requested() {
+    let (api, o) = start().await;
+    let id = shipped(&api, 3);
+    let r1 = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-1"))
+        .await
+        .unwrap()
+        .return_id;
+    // Declined once, with the reason as the note; a repeat reads DECLINED.
+    o.decline_return(&decline(&r1, Some("the buyer withdrew")), &key("d-1"))
+        .await
+        .unwrap();
+    o.decline_return(&decline(&r1, Some("the buyer withdrew")), &key("d-1"))
+        .await
+        .unwrap();
+    let declined = &api.returns(&id)[0];
+    assert_eq!(declined.status, "DECLINED");
+    assert_eq!(
+        declined.decline,
+        Some(("OTHER".into(), Some("the buyer withdrew".into())))
+    );
+    assert_eq!(api.operations("AftersalesReturnDecline").await.len(), 1);
+    // A declined return is not approved.
+    let e = o
+        .approve_return(&approve(&r1), &key("a-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("is DECLINED"), "{e}");
+    // An approved (OPEN) return cannot be declined; declining it (the compensation of the
+    // request after an approval) cancels it instead, once.
+    let r2 = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-2"))
+        .await
+        .unwrap()
+        .return_id;
+    o.approve_return(&approve(&r2), &key("a-2")).await.unwrap();
+    o.decline_return(&decline(&r2, None), &key("d-2"))
+        .await
+        .unwrap();
+    o.decline_return(&decline(&r2, None), &key("d-2"))
+        .await
+        .unwrap();
+    assert_eq!(api.returns(&id)[1].status, "CANCELED");
+    assert_eq!(api.operations("AftersalesReturnCancel").await.len(), 1);
+    // Cancelled or closed in the admin: not approved; a closed one is not declined either.
+    let r3 = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-3"))
+        .await
+        .unwrap()
+        .return_id;
+    for status in ["CANCELED", "CLOSED"] {
+        api.set_return_status(r3.as_str(), status);
+        let e = o
+            .approve_return(&approve(&r3), &key("a-3"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+        assert!(e.message.contains(&format!("is {status}")), "{e}");
+    }
+    let e = o
+        .decline_return(&decline(&r3, None), &key("d-3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    // Shopify refusing the transition itself is permanent too.
+    api.set_return_status(r3.as_str(), "REQUESTED");
+    api.refuse_next(Some("AftersalesReturnApprove"));
+    let e = o
+        .approve_return(&approve(&r3), &key("a-4"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.starts_with("shopify userErrors"), "{e}");
+    // An unknown return.
+    let e = o
+        .approve_return(&approve(&ReturnId::new("9")), &key("a-5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("no return"), "{e}");
+    assert_eq!(api.operations("AftersalesReturnApprove").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_lost_approval_is_found_by_the_status() {
+    let (api, o) = start().await;
+    let id = shipped(&api, 1);
+    let r = o
+        .request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-1"))
+        .await
+        .unwrap()
+        .return_id;
+    api.lose_next_answer(Some("AftersalesReturnApprove"));
+    let e = o
+        .approve_return(&approve(&r), &key("a-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::UnknownOutcome, "{e}");
+    o.approve_return(&approve(&r), &key("a-1")).await.unwrap();
+    assert_eq!(api.returns(&id)[0].status, "OPEN");
+    assert_eq!(api.operations("AftersalesReturnApprove").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_order_is_cancelled_once_without_a_refund() {
+    let (api, o) = start().await;
+    let id = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    api.set_cancel_job_polls(2);
+    let k = key("inst_60-cancel-fwd-0");
+    o.cancel(&cancel(&id), &k).await.unwrap();
+    let (cancelled, times, calls) = api.cancellation(&id);
+    assert!(cancelled);
+    assert_eq!(times, 1);
+    let vars = &calls[0];
+    assert_eq!(vars["orderId"], json!(format!("gid://shopify/Order/{id}")));
+    assert_eq!(
+        vars["refundMethod"],
+        json!({"originalPaymentMethodsRefund": false}),
+        "no money moves at Shopify"
+    );
+    assert_eq!(vars["restock"], json!(true));
+    assert_eq!(vars["reason"], json!("CUSTOMER"));
+    assert_eq!(vars["notifyCustomer"], json!(false));
+    let note = vars["staffNote"].as_str().unwrap();
+    assert!(
+        note.contains("cancelled by the buyer before shipment"),
+        "{note}"
+    );
+    assert!(
+        note.contains("[aftersales-key:inst_60-cancel-fwd-0]"),
+        "{note}"
+    );
+    assert!(note.contains("[aftersales-so:so-8]"), "{note}");
+    assert_eq!(api.operations("AftersalesJob").await.len(), 2);
+    // A repeat reads cancelledAt and sends nothing.
+    o.cancel(&cancel(&id), &k).await.unwrap();
+    assert_eq!(api.operations("AftersalesCancel").await.len(), 1);
+    assert_eq!(api.cancellation(&id).1, 1);
+    // A job done at once is not polled.
+    api.set_cancel_job_polls(0);
+    let now = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    o.cancel(&cancel(&now), &key("c-2")).await.unwrap();
+    assert!(api.cancellation(&now).0);
+    assert_eq!(api.operations("AftersalesJob").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_cancel_job_still_running_is_transient_and_polled_again() {
+    let (api, o) = start().await;
+    let id = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    api.set_cancel_job_polls(6);
+    let k = key("inst_61-cancel-fwd-0");
+    let e = o.cancel(&cancel(&id), &k).await.unwrap_err();
+    assert!(matches!(e.class, ErrorClass::Transient { .. }), "{e}");
+    assert!(e.message.contains("still running"), "{e}");
+    assert!(!api.cancellation(&id).0);
+    assert_eq!(api.operations("AftersalesJob").await.len(), 4);
+    // The engine's retry: not cancelled yet, so the same job is polled, not a new cancel.
+    o.cancel(&cancel(&id), &k).await.unwrap();
+    assert!(api.cancellation(&id).0);
+    assert_eq!(api.cancellation(&id).1, 1);
+    assert_eq!(api.operations("AftersalesCancel").await.len(), 1);
+    assert_eq!(api.operations("AftersalesJob").await.len(), 6);
+
+    // Another process (no memory of the job) asks again while it runs: Shopify answers the
+    // running job, and the order is still cancelled once.
+    let other = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    let e = o.cancel(&cancel(&other), &key("c-2")).await.unwrap_err();
+    assert!(matches!(e.class, ErrorClass::Transient { .. }), "{e}");
+    let fresh = build(&api.uri()).order.unwrap();
+    fresh.cancel(&cancel(&other), &key("c-2")).await.unwrap();
+    assert_eq!(api.cancellation(&other).1, 1);
+    assert_eq!(
+        api.cancellation(&other).2.len(),
+        1,
+        "one cancellation started"
+    );
+}
+
+#[tokio::test]
+async fn an_already_cancelled_order_is_done() {
+    let (api, o) = start().await;
+    let id = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    api.cancel_in_admin(&id);
+    o.cancel(&cancel(&id), &key("c-1")).await.unwrap();
+    assert!(api.operations("AftersalesCancel").await.is_empty());
+    // Cancelled by someone else between the read and orderCancel: Shopify refuses, the
+    // order tells it is done.
+    let raced = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    api.cancel_meanwhile_next();
+    o.cancel(&cancel(&raced), &key("c-2")).await.unwrap();
+    assert_eq!(api.cancellation(&raced).1, 1);
+    // A lost answer: the job ran; the retry reads cancelledAt.
+    api.set_cancel_job_polls(0);
+    let lost = api.add_order(MOrderSpec::simple("tee-m", 1, 4_500));
+    api.lose_next_answer(Some("AftersalesCancel"));
+    let e = o.cancel(&cancel(&lost), &key("c-3")).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::UnknownOutcome, "{e}");
+    o.cancel(&cancel(&lost), &key("c-3")).await.unwrap();
+    assert_eq!(api.cancellation(&lost).1, 1);
+}
+
+#[tokio::test]
+async fn cancel_refusals_are_permanent() {
+    let (api, o) = start().await;
+    // A return in progress blocks the cancellation.
+    let id = shipped(&api, 1);
+    o.request_return(&request(&id, vec![line(&id, 0, 1)]), &key("k-1"))
+        .await
+        .unwrap();
+    let e = o.cancel(&cancel(&id), &key("c-1")).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("returns in progress"), "{e}");
+    assert!(!api.cancellation(&id).0);
+    // An unknown order.
+    let e = o.cancel(&cancel("404"), &key("c-2")).await.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert!(e.message.contains("no order"), "{e}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use aftersales_adapter::catalogue::System;
 use aftersales_adapter::ids::{
-    ChargeId, ClaimId, EntitlementId, ParcelId, RefundId, ReservationId, RmaId,
+    ChargeId, ClaimId, EntitlementId, ParcelId, RefundId, ReservationId, ReturnId, RmaId,
 };
 use aftersales_adapter::types::{
     Ack, CarrierIntercept, CarrierInterceptOutput, CarrierInterceptResult, Charge, ChargeOutput,
@@ -12,6 +12,9 @@ use aftersales_adapter::types::{
     ParcelOutput, Refund, RefundLookup, RefundOutcome, RefundState, ReleaseStock, ReportRefund,
     ReserveStock, ReserveStockOutput, Revoke, RmaRef, ShipReplacement, ShipmentState,
 };
+use aftersales_adapter::types::{
+    ApproveReturn, CancelOrder, DeclineReturn, RequestReturn, RequestReturnOutput,
+};
 use aftersales_adapter::{
     AdapterError, Capabilities, Fulfillment, IdempotencyKey, Notifier, OrderSystem, Payment,
     RefundStatus, Warehouse,
@@ -20,8 +23,9 @@ use async_trait::async_trait;
 
 use crate::config::RefundMode;
 use crate::model::{
-    LedgerEntry, LedgerKind, ParcelKind, ReservationState, ReturnState, SentMessage,
-    SimEntitlement, SimOrder, SimParcel, SimReservation, SimReturn, State,
+    LedgerEntry, LedgerKind, ParcelKind, PlatformReturnState, ReservationState, ReturnState,
+    SentMessage, SimEntitlement, SimOrder, SimParcel, SimPlatformReturn, SimReservation, SimReturn,
+    State,
 };
 use crate::{Ctx, KIND, Sim, emit_refund_final, settle_due};
 
@@ -106,7 +110,7 @@ impl OrderSystem for Sim {
             )
             .and_then(|m| m.checked_add(&o.shipping_fee))
             .map_err(|e| cx.refuse("order amounts do not add up").with_source(e))?;
-            let status = if o.intercepted {
+            let status = if o.intercepted || o.cancelled_by.is_some() {
                 OrderStatus::Cancelled
             } else {
                 match o.shipment {
@@ -213,6 +217,110 @@ impl OrderSystem for Sim {
         .await
         .map(|_| ())
     }
+
+    async fn request_return(
+        &self,
+        req: &RequestReturn,
+        key: &IdempotencyKey,
+    ) -> Result<RequestReturnOutput, AdapterError> {
+        self.call("order.request_return", Some(key), req, |state, cx| {
+            let o = order_mut(state, cx, &req.order_id)?;
+            check_lines(o, &req.lines, cx)?;
+            if o.shipment == ShipmentState::NotShipped {
+                return Err(cx.refuse(format!(
+                    "order `{}` has not shipped; nothing to return",
+                    req.order_id
+                )));
+            }
+            let return_id = ReturnId::new(state.id("ret"));
+            state.platform_returns.insert(
+                return_id.clone(),
+                SimPlatformReturn {
+                    order_id: req.order_id.clone(),
+                    service_order_id: req.service_order_id.clone(),
+                    lines: req.lines.clone(),
+                    state: PlatformReturnState::Requested,
+                },
+            );
+            Ok(RequestReturnOutput { return_id })
+        })
+        .await
+    }
+
+    async fn approve_return(
+        &self,
+        req: &ApproveReturn,
+        key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        self.call("order.approve_return", Some(key), req, |state, cx| {
+            let r = platform_return_mut(state, cx, &req.return_id)?;
+            match r.state {
+                PlatformReturnState::Requested | PlatformReturnState::Approved => {
+                    r.state = PlatformReturnState::Approved;
+                    Ok(Ack {})
+                }
+                other => Err(cx.refuse(format!(
+                    "return `{}` is {other:?}; only a requested return is approved",
+                    req.return_id
+                ))),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn decline_return(
+        &self,
+        req: &DeclineReturn,
+        key: &IdempotencyKey,
+    ) -> Result<(), AdapterError> {
+        self.call("order.decline_return", Some(key), req, |state, cx| {
+            let r = platform_return_mut(state, cx, &req.return_id)?;
+            // A requested return is declined; an approved one (the compensation of a request
+            // after approval) is cancelled; a finished one stays as it is.
+            r.state = match r.state {
+                PlatformReturnState::Requested => PlatformReturnState::Declined,
+                PlatformReturnState::Approved => PlatformReturnState::Cancelled,
+                done => done,
+            };
+            Ok(Ack {})
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn cancel(&self, req: &CancelOrder, key: &IdempotencyKey) -> Result<(), AdapterError> {
+        self.call("order.cancel", Some(key), req, |state, cx| {
+            let o = order_mut(state, cx, &req.order_id)?;
+            if matches!(
+                o.shipment,
+                ShipmentState::Shipped | ShipmentState::Delivered
+            ) && !o.intercepted
+            {
+                return Err(cx.refuse(format!(
+                    "order `{}` has shipped; it can no longer be cancelled",
+                    req.order_id
+                )));
+            }
+            if o.cancelled_by.is_none() {
+                o.cancelled_by = Some(req.service_order_id.clone());
+            }
+            Ok(Ack {})
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn platform_return_mut<'a>(
+    state: &'a mut State,
+    cx: &Ctx<'_>,
+    return_id: &ReturnId,
+) -> Result<&'a mut SimPlatformReturn, AdapterError> {
+    state
+        .platform_returns
+        .get_mut(return_id)
+        .ok_or_else(|| cx.refuse(format!("unknown return `{return_id}`")))
 }
 
 #[async_trait]

@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use aftersales_adapter::ids::{
-    BuyerId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId, ReservationId, RmaId,
-    ServiceOrderId, Sku,
+    BuyerId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId, ReservationId,
+    ReturnId, RmaId, ServiceOrderId, Sku,
 };
 use aftersales_adapter::types::ShipmentState;
 use aftersales_adapter::{
@@ -55,8 +55,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BusinessFaults, Delivery, Fault, FaultRates, Permille, RefundMode, SimConfig};
 pub use model::{
     CallRecord, Inspection, LedgerEntry, LedgerKind, LineDetails, NewLine, NewOrder, OrderDetails,
-    ParcelKind, ReservationState, ReturnState, SentMessage, SimEntitlement, SimLine, SimOrder,
-    SimParcel, SimPayment, SimReservation, SimReturn,
+    ParcelKind, PlatformReturnState, ReservationState, ReturnState, SentMessage, SimEntitlement,
+    SimLine, SimOrder, SimParcel, SimPayment, SimPlatformReturn, SimReservation, SimReturn,
 };
 pub use webhook::{SIGNATURE_HEADER, SimWebhookVerifier, WebhookDelivery, deliver, sign};
 
@@ -359,6 +359,7 @@ impl Sim {
                 marks: Default::default(),
                 reported_refunds: Vec::new(),
                 closed: Default::default(),
+                cancelled_by: None,
                 coupon: None,
                 paid_at: now_ms,
                 shipped_at: None,
@@ -672,6 +673,15 @@ impl Sim {
     /// Every return, in id order.
     pub fn returns(&self) -> Vec<SimReturn> {
         self.lock().returns.values().cloned().collect()
+    }
+
+    /// Every return opened on the order system (`order.request_return`), in id order.
+    pub fn platform_returns(&self) -> Vec<(ReturnId, SimPlatformReturn)> {
+        self.lock()
+            .platform_returns
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
     }
 
     /// A snapshot of a reservation.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::SystemTime;
 
 use aftersales_adapter::ids::{
-    BuyerId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId, ReservationId, RmaId,
-    ServiceOrderId, Sku, Spu,
+    BuyerId, EntitlementId, LineId, OrderId, ParcelId, PaymentId, RefundId, ReservationId,
+    ReturnId, RmaId, ServiceOrderId, Sku, Spu,
 };
 use aftersales_adapter::types::{CloseOutcome, LineRef, Notification, ShipmentState};
 use aftersales_adapter::{IdempotencyKey, InboundEvent, RefundStatus};
@@ -74,6 +74,8 @@ pub struct SimOrder {
     pub reported_refunds: Vec<(ServiceOrderId, RefundId, Money)>,
     /// Final outcomes reported, per service order.
     pub closed: BTreeMap<ServiceOrderId, (CloseOutcome, Option<String>)>,
+    /// Cancelled on the order system (`order.cancel`), by this service order.
+    pub cancelled_by: Option<ServiceOrderId>,
     /// The order-level coupon, when one was set with [`Sim::set_order_details`](crate::Sim::set_order_details).
     pub coupon: Option<Money>,
     /// When it was paid (the simulator's clock at creation), Unix milliseconds.
@@ -315,6 +317,32 @@ pub struct CallRecord {
     pub key: Option<IdempotencyKey>,
 }
 
+/// Where a return opened on the order system (`order.request_return`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformReturnState {
+    /// Awaiting the merchant's decision.
+    Requested,
+    /// Approved.
+    Approved,
+    /// Declined.
+    Declined,
+    /// Cancelled after approval (the compensation of a request).
+    Cancelled,
+}
+
+/// A return opened on the order system, as Shopify keeps one beside the warehouse's RMA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimPlatformReturn {
+    /// The order.
+    pub order_id: OrderId,
+    /// The service order that asked.
+    pub service_order_id: ServiceOrderId,
+    /// The lines and quantities.
+    pub lines: Vec<LineRef>,
+    /// Where it stands.
+    pub state: PlatformReturnState,
+}
+
 /// The first result recorded for a key.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
@@ -335,6 +363,7 @@ pub(crate) struct State {
     pub(crate) reservations: BTreeMap<ReservationId, SimReservation>,
     pub(crate) parcels: BTreeMap<ParcelId, SimParcel>,
     pub(crate) returns: BTreeMap<RmaId, SimReturn>,
+    pub(crate) platform_returns: BTreeMap<ReturnId, SimPlatformReturn>,
     pub(crate) entitlements: BTreeMap<EntitlementId, SimEntitlement>,
     pub(crate) ledger: Vec<LedgerEntry>,
     pub(crate) recorded: HashMap<(&'static str, IdempotencyKey), Recorded>,
@@ -356,6 +385,7 @@ impl State {
             reservations: BTreeMap::new(),
             parcels: BTreeMap::new(),
             returns: BTreeMap::new(),
+            platform_returns: BTreeMap::new(),
             entitlements: BTreeMap::new(),
             ledger: Vec::new(),
             recorded: HashMap::new(),

@@ -895,6 +895,39 @@ async fn the_example_configuration_runs_every_catalogue_action_against_the_serve
         12
     );
 
+    // A return kept on the order system: requested, approved, then cancelled by a decline
+    // (the compensation after an approval); and the stopped order o-2 cancelled there.
+    let ret = done(
+        &set,
+        "order.request_return",
+        json!({"order_id": "o-1", "service_order_id": "so-1", "lines": line, "reason": "too big"}),
+        "k-request-return",
+    )
+    .await["return_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let so1_return = json!({"return_id": ret, "service_order_id": "so-1"});
+    done(
+        &set,
+        "order.approve_return",
+        so1_return.clone(),
+        "k-approve",
+    )
+    .await;
+    let mut decline = so1_return.clone();
+    decline["reason"] = json!("withdrawn");
+    done(&set, "order.decline_return", decline, "k-decline").await;
+    done(
+        &set,
+        "order.cancel",
+        json!({"order_id": "o-2", "service_order_id": "so-9", "reason": "buyer cancelled"}),
+        "k-cancel-order",
+    )
+    .await;
+    let o2 = done(&set, "order.get", json!({"order_id": "o-2"}), "r").await;
+    assert_eq!(o2["status"], "cancelled");
+
     // Every action reached the simulator, every mutating one with its key unchanged.
     let calls = server.get("/sim/calls").await;
     let calls = calls["calls"].as_array().unwrap();

@@ -625,7 +625,7 @@ async fn the_registry_builds_one_sim_for_all_systems() {
         .await
         .unwrap_err();
     assert!(matches!(err.class, ErrorClass::Transient { .. }), "{err}");
-    assert_eq!(set.capabilities().actions().count(), 24);
+    assert_eq!(set.capabilities().actions().count(), 28);
 
     // The same build also yields each system's webhook verifier: one simulator, one verifier.
     let line = AdapterSetConfig {

@@ -57,6 +57,31 @@ pub fn register(registry: &mut Registry) {
             parse_duration(&settings.timeout).map_err(|e| invalid(format!("timeout: {e}")))?;
         let tolerance = parse_duration(&settings.webhook_tolerance)
             .map_err(|e| invalid(format!("webhook_tolerance: {e}")))?;
+        if let Some(url) = &settings.notify_url
+            && (!url.starts_with("https://") || url.contains('?'))
+        {
+            return Err(invalid(
+                "notify_url must be an https URL without a query string".into(),
+            ));
+        }
+        if settings.platform_previous_serial.is_some()
+            != settings.platform_previous_public_key_env.is_some()
+        {
+            return Err(invalid(
+                "platform_previous_serial and platform_previous_public_key_env go together".into(),
+            ));
+        }
+        if cx.validating() {
+            // The keys are PEM and the API v3 key has a fixed length; placeholders would not
+            // parse. Check that each is named.
+            cx.secret("private_key_env")?;
+            cx.secret("apiv3_key_env")?;
+            cx.secret("platform_public_key_env")?;
+            if settings.platform_previous_public_key_env.is_some() {
+                cx.secret("platform_previous_public_key_env")?;
+            }
+            return Ok(Built::described(KIND, System::Payment, capabilities()));
+        }
         let key = MerchantKey::from_pem(&cx.secret("private_key_env")?)
             .map_err(|e| invalid(format!("private_key_env: {e}")))?;
         let apiv3 = ApiV3Key::new(&cx.secret("apiv3_key_env")?)
@@ -83,13 +108,6 @@ pub fn register(registry: &mut Registry) {
                 ));
             }
         }
-        if let Some(url) = &settings.notify_url
-            && (!url.starts_with("https://") || url.contains('?'))
-        {
-            return Err(invalid(
-                "notify_url must be an https URL without a query string".into(),
-            ));
-        }
         let http = WechatClient::http(timeout)
             .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
         let client = WechatClient {
@@ -115,6 +133,11 @@ pub fn register(registry: &mut Registry) {
             ..Built::default()
         })
     });
+}
+
+/// The actions this adapter supports.
+fn capabilities() -> Capabilities {
+    Capabilities::required(System::Payment)
 }
 
 /// The payment adapter.
@@ -160,7 +183,7 @@ impl Payment for WechatPay {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::required(System::Payment)
+        capabilities()
     }
 
     async fn refund(

@@ -429,3 +429,22 @@ fn the_documented_configuration_builds() {
     }
     assert_eq!(built, 2);
 }
+
+#[test]
+fn validation_builds_without_keys_and_reports_the_capabilities() {
+    let mut registry = aftersales_adapter::Registry::new();
+    aftersales_adapter_wechatpay::register(&mut registry);
+    // No key is in the environment and none is parsed: validation needs none.
+    let built = registry
+        .build_for_validation(&common::config("http://127.0.0.1:9"))
+        .unwrap();
+    let payment = built.payment.unwrap();
+    assert_eq!(payment.platform(), "wechatpay");
+    assert!(payment.capabilities().supports("payment.refund"));
+    assert!(built.webhooks.is_none());
+    // Settings that need no secret are still checked.
+    let mut bad = common::config("http://127.0.0.1:9");
+    bad.settings["notify_url"] = "http://plain.example.com/hook".into();
+    let err = registry.build_for_validation(&bad).err().unwrap();
+    assert!(err.to_string().contains("notify_url"), "{err}");
+}

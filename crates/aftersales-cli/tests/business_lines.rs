@@ -113,6 +113,7 @@ fn bad_fixtures_fail_with_their_code_and_pinned_message() {
         "AS-BL-0104", // unknown adapter kind
         "AS-BL-0106", // parameter nothing reads
         "AS-BL-0107", // retention nothing handles
+        "AS-BL-0109", // two refund paths
     ] {
         assert!(
             codes_seen.iter().any(|c| c == code),
@@ -167,6 +168,31 @@ fn shipped_business_lines_validate_clean_against_shipped_workflows() {
         "{}",
         run.stdout
     );
+}
+
+/// The lines wired to real platforms (Shopify + Stripe + ShipBob, Alipay) validate with no
+/// secret in the environment: validation builds adapters without reading them.
+#[test]
+fn platform_business_lines_validate_clean_without_secrets() {
+    let run = aftersales(&[
+        "validate",
+        "--deny-warnings",
+        "workflows/",
+        "config/platforms/",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+    for line in [
+        "business line us_shopify (physical): cancel_after_payment → \
+         physical.cancel_after_payment_platform@1",
+        "business line cn_alipay (physical)",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "{line} missing from:\n{}",
+            run.stdout
+        );
+    }
 }
 
 #[test]

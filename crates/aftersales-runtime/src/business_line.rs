@@ -75,6 +75,9 @@ pub mod codes {
     pub const RETENTION_UNUSED: &str = "AS-BL-0107";
     /// A workflow step declares a phase that is not a service order state.
     pub const UNKNOWN_PHASE: &str = "AS-BL-0108";
+    /// Two systems of the line would pay the buyer: its payment adapter refunds, and an
+    /// action of another system it calls moves money too.
+    pub const TWO_REFUND_PATHS: &str = "AS-BL-0109";
 }
 
 /// The workflow parameter that carries the line's `retention` switch.
@@ -1062,13 +1065,6 @@ fn decode_adapters(cx: &mut Cx, v: &Val<'_>, spans: &mut Spans) -> Option<Adapte
 // ---------------------------------------------------------------------------------------
 // Cross-checks.
 
-/// Validation builds adapters to learn their capabilities but never needs the secrets:
-/// every environment variable reads as a placeholder, so `aftersales validate` works
-/// without them. Daemon start-up builds with the real environment.
-fn validation_env(_: &str) -> Option<String> {
-    Some("unset-during-validation".to_owned())
-}
-
 /// Finds `name` at `version`, or its newest version when `version` is `None`.
 fn find_workflow<'w>(
     workflows: &[&'w Workflow],
@@ -1264,6 +1260,8 @@ fn unknown_workflow(
 
 /// Adapters: registered kinds, the right systems, and every action the workflows call.
 fn check_adapters(out: &mut Out<'_, '_>, line: &BusinessLine, cx: &CrossCheck<'_>, walk: &Walk) {
+    // Actions outside payment that pay the buyer by themselves, with their system's span.
+    let mut money_movers: Vec<(String, String, Range<usize>)> = Vec::new();
     for (system, config) in [
         ("order", &line.adapters.order),
         ("warehouse", &line.adapters.warehouse),
@@ -1272,7 +1270,9 @@ fn check_adapters(out: &mut Out<'_, '_>, line: &BusinessLine, cx: &CrossCheck<'_
         ("notify", &line.adapters.notify),
     ] {
         let span = line.spans.adapters.get(system).cloned().unwrap_or(0..0);
-        let built = match cx.registry.build(config, &validation_env) {
+        // Validation learns capabilities without secrets (`aftersales validate` works on a
+        // machine that holds none); daemon start-up builds with the real environment.
+        let built = match cx.registry.build_for_validation(config) {
             Ok(b) => b,
             Err(e) => {
                 let hint = match &e {
@@ -1311,6 +1311,14 @@ fn check_adapters(out: &mut Out<'_, '_>, line: &BusinessLine, cx: &CrossCheck<'_
             );
             continue;
         };
+        for action in walk.actions.keys() {
+            if system != "payment"
+                && action.split_once('.').map(|(s, _)| s) == Some(system)
+                && caps.moves_money(action)
+            {
+                money_movers.push((action.clone(), config.kind.clone(), span.clone()));
+            }
+        }
         for (action, callers) in &walk.actions {
             if action.split_once('.').map(|(s, _)| s) != Some(system) || caps.supports(action) {
                 continue;
@@ -1328,6 +1336,23 @@ fn check_adapters(out: &mut Out<'_, '_>, line: &BusinessLine, cx: &CrossCheck<'_
                 Some(format!(
                     "bind the {system} system to an adapter that supports it, or run a \
                      workflow that does not need it"
+                )),
+            );
+        }
+    }
+    if walk.actions.contains_key("payment.refund") {
+        for (action, kind, span) in money_movers {
+            out.push(
+                Severity::Error,
+                codes::TWO_REFUND_PATHS,
+                span,
+                format!(
+                    "adapter `{kind}` moves money in `{action}`, and the line's payment \
+                     adapter refunds too (`payment.refund`): the buyer would be paid twice"
+                ),
+                Some(format!(
+                    "configure `{kind}` to record refunds without moving money, or refund \
+                     only through it and drop `payment.refund` from the workflows"
                 )),
             );
         }

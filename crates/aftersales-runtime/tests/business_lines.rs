@@ -80,6 +80,15 @@ impl Payment for RefundsOnly {
 fn registry() -> Registry {
     let mut r = Registry::new();
     aftersales_adapter_sim::register(&mut r);
+    // An order system whose refund report pays the buyer itself (Shopify's
+    // `refunds = "transactions"`); only its capabilities matter here.
+    r.register("paying_orders", |_| {
+        Ok(Built::described(
+            "paying_orders",
+            System::Order,
+            Capabilities::all(System::Order).with_money_moving("order.report_refund"),
+        ))
+    });
     r.register("refunds_only", |_| {
         Ok(Built {
             payment: Some(Arc::new(RefundsOnly)),
@@ -225,6 +234,24 @@ fn an_adapter_lacking_an_action_a_workflow_calls_is_refused() {
         "{}",
         diags[1].message
     );
+}
+
+#[test]
+fn an_order_system_that_pays_beside_a_refunding_payment_adapter_is_refused() {
+    let workflows = shipped_workflows();
+    let refs: Vec<&Workflow> = workflows.iter().collect();
+    let text = apparel_with(
+        "[adapters.order]\nkind = \"sim\"",
+        "[adapters.order]\nkind = \"paying_orders\"",
+    );
+    let diags = check(&text, &refs);
+    assert_eq!(codes_of(&diags), [codes::TWO_REFUND_PATHS], "{diags:#?}");
+    assert_eq!(
+        diags[0].message,
+        "adapter `paying_orders` moves money in `order.report_refund`, and the line's \
+         payment adapter refunds too (`payment.refund`): the buyer would be paid twice"
+    );
+    assert_eq!(diags[0].source_line, "kind = \"paying_orders\"");
 }
 
 #[test]

@@ -10,6 +10,13 @@
 //! | `AftersalesTagsAdd` / `AftersalesTagsRemove` / `AftersalesClose` | the tag set changes; `userErrors` for an unknown order |
 //! | `AftersalesRefundable` | `refunds { id note }` and `suggestedRefund` (what is left of the capture) |
 //! | `AftersalesRefund` | `refundCreate`; the `@idempotent` key replays the first answer, a changed input is a `userErrors`; an amount over what is left is a `userErrors` |
+//! | `AftersalesReturns` / `AftersalesFulfilled` | the order's returns (status, line notes, fulfillment line items) / fulfillments (status, fulfillment line items) |
+//! | `AftersalesReturnRequest` | `returnRequest`: a `REQUESTED` return; `userErrors` for a fulfillment line item not on the order or not `SUCCESS`, a quantity over what is fulfilled and not held by another return, an unknown `returnReason`, a note over 300 characters |
+//! | `AftersalesReturn` | `return(id:)` with its status; `null` for an unknown id |
+//! | `AftersalesReturnApprove` / `AftersalesReturnDecline` | `REQUESTED` → `OPEN` / `DECLINED`; `INVALID_STATE` `userErrors` from any other status |
+//! | `AftersalesCancelState` | `order { cancelledAt }` |
+//! | `AftersalesCancel` | `orderCancel` (`refundMethod`, `restock`, `reason`, `notifyCustomer`, `staffNote`): a `job`, done after a set number of `job` polls, which then cancels the order; `orderCancelUserErrors` for an unknown, already cancelled or returning order; a repeat while the job runs answers the same job |
+//! | `AftersalesJob` | `job(id:) { id done }`, one poll closer to done |
 //!
 //! Amounts are written as Shopify writes `Decimal`: `"45.0"`, `"12.5"`, `"1000.0"`. Staged
 //! faults apply to the next request: an HTTP status, `THROTTLED` in a `200`, a `userErrors`
@@ -17,7 +24,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,6 +53,8 @@ pub fn config(base_url: &str) -> AdapterConfig {
             "base_url": base_url,
             "access_token_env": "SHOPIFY_ADMIN_TOKEN",
             "timeout": "1s",
+            // Most tests drive `refundCreate`; `record` has its own test.
+            "refunds": "transactions",
             "webhook_secret_env": "SHOPIFY_CLIENT_SECRET",
             "webhook_previous_secret_env": "SHOPIFY_OLD_CLIENT_SECRET",
         }),
@@ -134,6 +143,40 @@ struct MOrder {
     captured: i64,
     tags: BTreeSet<String>,
     refunds: Vec<(String, String, i64)>,
+    fulfillments: Vec<MFulfillment>,
+    returns: Vec<MReturn>,
+    cancelled_at: Option<String>,
+    /// The variables of every `orderCancel` that started a cancellation.
+    cancels: Vec<Value>,
+    /// How many times the order was actually cancelled (at most once, Shopify-side).
+    times_cancelled: u32,
+    /// Metafields, `namespace.key` → (type, value).
+    metafields: BTreeMap<String, (String, String)>,
+}
+
+struct MFulfillment {
+    id: String,
+    status: &'static str,
+    /// `(fulfillment line item id, line index, quantity)`.
+    lines: Vec<(String, usize, u32)>,
+}
+
+/// A return as the tests see it.
+#[derive(Clone, Debug)]
+pub struct MReturn {
+    pub id: String,
+    pub status: String,
+    /// `(fulfillment line item id, quantity, customer note, return reason)`.
+    pub lines: Vec<(String, u32, String, String)>,
+    /// `(declineReason, declineNote)` once declined.
+    pub decline: Option<(String, Option<String>)>,
+    /// `notifyCustomer` of the last approval or decline.
+    pub notified: Option<bool>,
+}
+
+struct MJob {
+    order: u64,
+    polls_left: u32,
 }
 
 enum Fault {
@@ -141,6 +184,8 @@ enum Fault {
     Throttled,
     UserErrors,
     LoseAnswer,
+    /// The order is cancelled by someone else just before `orderCancel` runs.
+    CancelledMeanwhile,
 }
 
 #[derive(Default)]
@@ -149,6 +194,9 @@ struct State {
     keys: HashMap<String, (Value, Value)>,
     next: u64,
     faults: VecDeque<(Option<String>, Fault)>,
+    jobs: HashMap<String, MJob>,
+    /// `job` polls until a new cancel job is done (0: done at once).
+    cancel_job_polls: u32,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -203,14 +251,138 @@ impl MockShopify {
         s.next += 1;
         let num = 5_500_000 + s.next;
         let captured = spec.total();
+        let fulfillments = if spec.fulfillment == "FULFILLED" {
+            vec![MFulfillment {
+                id: format!("gid://shopify/Fulfillment/{num}1"),
+                status: "SUCCESS",
+                lines: spec
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        (
+                            format!("gid://shopify/FulfillmentLineItem/{num}{i}"),
+                            i,
+                            l.quantity,
+                        )
+                    })
+                    .collect(),
+            }]
+        } else {
+            Vec::new()
+        };
         s.orders.push(MOrder {
             num,
             spec,
             captured,
             tags: BTreeSet::new(),
             refunds: Vec::new(),
+            fulfillments,
+            returns: Vec::new(),
+            cancelled_at: None,
+            cancels: Vec::new(),
+            times_cancelled: 0,
+            metafields: BTreeMap::new(),
         });
         num.to_string()
+    }
+
+    /// Adds a fulfillment (`SUCCESS`, `CANCELLED`, ...) of `(line index, quantity)` pairs;
+    /// returns its fulfillment line item ids.
+    pub fn add_fulfillment(
+        &self,
+        order: &str,
+        status: &'static str,
+        lines: &[(usize, u32)],
+    ) -> Vec<String> {
+        let mut s = lock(&self.state);
+        s.next += 1;
+        let n = s.next;
+        let o = s
+            .orders
+            .iter_mut()
+            .find(|o| o.num.to_string() == order)
+            .unwrap();
+        let lines: Vec<(String, usize, u32)> = lines
+            .iter()
+            .enumerate()
+            .map(|(k, (i, q))| (format!("gid://shopify/FulfillmentLineItem/{n}{k}"), *i, *q))
+            .collect();
+        let ids = lines.iter().map(|l| l.0.clone()).collect();
+        o.fulfillments.push(MFulfillment {
+            id: format!("gid://shopify/Fulfillment/{n}"),
+            status,
+            lines,
+        });
+        ids
+    }
+
+    /// An order's metafields, `namespace.key` → (type, value).
+    pub fn metafields(&self, order: &str) -> BTreeMap<String, (String, String)> {
+        lock(&self.state)
+            .orders
+            .iter()
+            .find(|o| o.num.to_string() == order)
+            .map(|o| o.metafields.clone())
+            .unwrap_or_default()
+    }
+
+    /// An order's returns.
+    pub fn returns(&self, order: &str) -> Vec<MReturn> {
+        lock(&self.state)
+            .orders
+            .iter()
+            .find(|o| o.num.to_string() == order)
+            .map(|o| o.returns.clone())
+            .unwrap_or_default()
+    }
+
+    /// Moves a return to `status` behind the adapter's back (the merchant in the admin).
+    pub fn set_return_status(&self, return_id: &str, status: &str) {
+        let mut s = lock(&self.state);
+        for o in &mut s.orders {
+            for r in &mut o.returns {
+                if r.id == return_id {
+                    r.status = status.to_owned();
+                }
+            }
+        }
+    }
+
+    /// How many `job` polls a new cancel job needs before it is done (0: done at once).
+    pub fn set_cancel_job_polls(&self, polls: u32) {
+        lock(&self.state).cancel_job_polls = polls;
+    }
+
+    /// Cancels an order in the admin, outside the adapter.
+    pub fn cancel_in_admin(&self, order: &str) {
+        let mut s = lock(&self.state);
+        if let Some(o) = s.orders.iter_mut().find(|o| o.num.to_string() == order) {
+            o.cancelled_at = Some("2025-11-22T08:00:00Z".into());
+            o.times_cancelled += 1;
+        }
+    }
+
+    /// Whether the order is cancelled, how many times it was, and the variables of each
+    /// `orderCancel` that started a cancellation.
+    pub fn cancellation(&self, order: &str) -> (bool, u32, Vec<Value>) {
+        lock(&self.state)
+            .orders
+            .iter()
+            .find(|o| o.num.to_string() == order)
+            .map(|o| {
+                (
+                    o.cancelled_at.is_some(),
+                    o.times_cancelled,
+                    o.cancels.clone(),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// The next `orderCancel` finds the order cancelled by someone else meanwhile.
+    pub fn cancel_meanwhile_next(&self) {
+        self.stage(Some("AftersalesCancel"), Fault::CancelledMeanwhile);
     }
 
     pub fn tags(&self, order: &str) -> Vec<String> {
@@ -331,7 +503,7 @@ fn order_json(o: &MOrder) -> Value {
     };
     json!({
         "id": gid,
-        "cancelledAt": null,
+        "cancelledAt": o.cancelled_at,
         "closedAt": null,
         "processedAt": "2025-11-20T10:00:00Z",
         "taxesIncluded": spec.taxes_included,
@@ -400,16 +572,36 @@ impl Respond for Handler {
                 }));
             }
             Some(Fault::UserErrors) => {
-                let op = if query.contains("refundCreate") {
-                    "refundCreate"
-                } else {
-                    "tagsAdd"
-                };
+                if query.contains("orderCancel(") {
+                    return ResponseTemplate::new(200).set_body_json(json!({"data": {"orderCancel": {
+                        "job": null,
+                        "orderCancelUserErrors": [{"field": ["orderId"], "message": "Order is archived and cannot be edited", "code": "INVALID"}],
+                    }}}));
+                }
+                let op = [
+                    "refundCreate",
+                    "returnRequest",
+                    "returnApproveRequest",
+                    "returnDeclineRequest",
+                ]
+                .into_iter()
+                .find(|op| query.contains(&format!("{op}(")))
+                .unwrap_or("tagsAdd");
                 return ResponseTemplate::new(200).set_body_json(user_errors(
                     op,
                     &["orderId"],
                     "Order is archived and cannot be edited",
                 ));
+            }
+            Some(Fault::CancelledMeanwhile) => {
+                if let Some(o) = find(&mut s, &vars["orderId"]) {
+                    o.cancelled_at = Some("2025-11-22T08:00:00Z".into());
+                    o.times_cancelled += 1;
+                }
+                return ResponseTemplate::new(200).set_body_json(json!({"data": {"orderCancel": {
+                    "job": null,
+                    "orderCancelUserErrors": [{"field": ["orderId"], "message": "Cannot cancel an order that has already been cancelled", "code": "INVALID"}],
+                }}}));
             }
             _ => {}
         }
@@ -439,6 +631,8 @@ impl Respond for Handler {
                     json!({"data": {op: {"node": {"id": vars["id"]}, "userErrors": []}}})
                 }
             }
+        } else if query.contains(" AftersalesRefundRecord(") {
+            metafields_set(&mut s, &vars)
         } else if query.contains(" AftersalesClose(") {
             let add: Vec<String> = serde_json::from_value(vars["add"].clone()).unwrap_or_default();
             let remove: Vec<String> =
@@ -485,6 +679,69 @@ impl Respond for Handler {
             }
         } else if query.contains(" AftersalesRefund(") {
             refund_create(&mut s, &query, &vars)
+        } else if query.contains(" AftersalesReturns(") {
+            match find(&mut s, &vars["id"]) {
+                None => json!({"data": {"order": null}}),
+                Some(o) => json!({"data": {"order": {
+                    "id": vars["id"],
+                    "returns": {"nodes": o.returns.iter().map(|r| json!({
+                        "id": r.id,
+                        "status": r.status,
+                        "returnLineItems": {"nodes": r.lines.iter().map(|(fli, q, note, _)| json!({
+                            "quantity": q,
+                            "customerNote": note,
+                            "fulfillmentLineItem": {"id": fli},
+                        })).collect::<Vec<_>>()},
+                    })).collect::<Vec<_>>()},
+                }}}),
+            }
+        } else if query.contains(" AftersalesFulfilled(") {
+            match find(&mut s, &vars["id"]) {
+                None => json!({"data": {"order": null}}),
+                Some(o) => {
+                    let num = o.num;
+                    json!({"data": {"order": {
+                        "id": vars["id"],
+                        "fulfillments": o.fulfillments.iter().map(|f| json!({
+                            "id": f.id,
+                            "status": f.status,
+                            "fulfillmentLineItems": {"nodes": f.lines.iter().map(|(id, i, q)| json!({
+                                "id": id,
+                                "quantity": q,
+                                "lineItem": {"id": format!("gid://shopify/LineItem/{num}{i}")},
+                            })).collect::<Vec<_>>()},
+                        })).collect::<Vec<_>>(),
+                    }}})
+                }
+            }
+        } else if query.contains(" AftersalesReturnRequest(") {
+            return_request(&mut s, &vars)
+        } else if query.contains(" AftersalesReturn(") {
+            let id = vars["id"].as_str().unwrap_or("");
+            let found = s
+                .orders
+                .iter()
+                .flat_map(|o| o.returns.iter())
+                .find(|r| r.id == id)
+                .map(|r| json!({"id": r.id, "status": r.status}));
+            json!({"data": {"return": found}})
+        } else if query.contains(" AftersalesReturnApprove(") {
+            return_transition(&mut s, &vars, "returnApproveRequest", "OPEN")
+        } else if query.contains(" AftersalesReturnDecline(") {
+            return_transition(&mut s, &vars, "returnDeclineRequest", "DECLINED")
+        } else if query.contains(" AftersalesReturnCancel(") {
+            return_cancel(&mut s, &vars)
+        } else if query.contains(" AftersalesCancelState(") {
+            match find(&mut s, &vars["id"]) {
+                None => json!({"data": {"order": null}}),
+                Some(o) => {
+                    json!({"data": {"order": {"id": vars["id"], "cancelledAt": o.cancelled_at}}})
+                }
+            }
+        } else if query.contains(" AftersalesCancel(") {
+            order_cancel(&mut s, &vars)
+        } else if query.contains(" AftersalesJob(") {
+            job(&mut s, &vars)
         } else {
             json!({"errors": [{"message": "Field 'unknown' doesn't exist", "extensions": {"code": "undefinedField"}}]})
         };
@@ -556,6 +813,327 @@ fn refund_create(s: &mut State, query: &str, vars: &Value) -> Value {
     };
     s.keys.insert(key, (input, answer.clone()));
     answer
+}
+
+const RETURN_REASONS: &[&str] = &[
+    "COLOR",
+    "DEFECTIVE",
+    "NOT_AS_DESCRIBED",
+    "OTHER",
+    "SIZE_TOO_LARGE",
+    "SIZE_TOO_SMALL",
+    "STYLE",
+    "UNKNOWN",
+    "UNWANTED",
+    "WRONG_ITEM",
+];
+
+fn return_errors(op: &str, field: Value, message: String, code: &str) -> Value {
+    json!({"data": {op: {"return": null, "userErrors": [{"field": field, "message": message, "code": code}]}}})
+}
+
+fn return_request(s: &mut State, vars: &Value) -> Value {
+    let op = "returnRequest";
+    let input = &vars["input"];
+    s.next += 1;
+    let n = s.next;
+    let Some(o) = find(s, &input["orderId"]) else {
+        return return_errors(
+            op,
+            json!(["input", "orderId"]),
+            "Order does not exist".into(),
+            "NOT_FOUND",
+        );
+    };
+    let items = input["returnLineItems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if items.is_empty() {
+        return return_errors(
+            op,
+            json!(["input", "returnLineItems"]),
+            "Return line items can't be blank".into(),
+            "BLANK",
+        );
+    }
+    // What each fulfillment line item has left: fulfilled minus what returns still hold.
+    let mut free: HashMap<String, i64> = HashMap::new();
+    for f in o.fulfillments.iter().filter(|f| f.status == "SUCCESS") {
+        for (id, _, q) in &f.lines {
+            free.insert(id.clone(), i64::from(*q));
+        }
+    }
+    for r in o
+        .returns
+        .iter()
+        .filter(|r| r.status != "DECLINED" && r.status != "CANCELED")
+    {
+        for (fli, q, _, _) in &r.lines {
+            *free.entry(fli.clone()).or_insert(0) -= i64::from(*q);
+        }
+    }
+    let mut lines = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = json!(["input", "returnLineItems", i.to_string()]);
+        let fli = item["fulfillmentLineItemId"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let quantity = item["quantity"].as_i64().unwrap_or(0);
+        let reason = item["returnReason"].as_str().unwrap_or("").to_owned();
+        let note = item["customerNote"].as_str().unwrap_or("").to_owned();
+        let Some(left) = free.get_mut(&fli) else {
+            return return_errors(
+                op,
+                field,
+                format!("Fulfillment line item {fli} is not returnable"),
+                "INVALID",
+            );
+        };
+        if quantity <= 0 || quantity > *left {
+            return return_errors(
+                op,
+                field,
+                format!("Quantity {quantity} is greater than the returnable quantity {left}"),
+                "GREATER_THAN",
+            );
+        }
+        if !RETURN_REASONS.contains(&reason.as_str()) {
+            return json!({"errors": [{"message": format!("Variable $input of type ReturnRequestInput! was provided invalid value for returnLineItems.{i}.returnReason"), "extensions": {"code": "INVALID_VARIABLE"}}]});
+        }
+        if note.chars().count() > 300 {
+            return return_errors(
+                op,
+                field,
+                "Customer note is too long (maximum is 300 characters)".into(),
+                "TOO_LONG",
+            );
+        }
+        *left -= quantity;
+        lines.push((fli, quantity as u32, note, reason));
+    }
+    let id = format!("gid://shopify/Return/{}", 7_000 + n);
+    o.returns.push(MReturn {
+        id: id.clone(),
+        status: "REQUESTED".into(),
+        lines,
+        decline: None,
+        notified: None,
+    });
+    json!({"data": {op: {"return": {"id": id, "status": "REQUESTED"}, "userErrors": []}}})
+}
+
+/// `metafieldsSet`: every input needs an owner, namespace, key, type and value; the key
+/// is 2 to 64 characters of `[A-Za-z0-9_-]`; a JSON value must parse.
+fn metafields_set(s: &mut State, vars: &Value) -> Value {
+    let inputs = vars["metafields"].as_array().cloned().unwrap_or_default();
+    let mut keys = Vec::new();
+    for (i, m) in inputs.iter().enumerate() {
+        let field = |f: &str| m[f].as_str().unwrap_or("").to_owned();
+        let (owner, namespace, key, ty, value) = (
+            m["ownerId"].clone(),
+            field("namespace"),
+            field("key"),
+            field("type"),
+            field("value"),
+        );
+        let key_ok = (2..=64).contains(&key.len())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let bad = if !key_ok {
+            Some(("key", "Key is invalid"))
+        } else if ty == "json" && serde_json::from_str::<Value>(&value).is_err() {
+            Some(("value", "Value is invalid JSON"))
+        } else if namespace.len() < 3 {
+            Some(("namespace", "Namespace is too short"))
+        } else {
+            None
+        };
+        if let Some((f, message)) = bad {
+            return json!({"data": {"metafieldsSet": {"metafields": null, "userErrors": [
+                {"field": ["metafields", i.to_string(), f], "message": message, "code": "INVALID"}]}}});
+        }
+        let Some(o) = find(s, &owner) else {
+            return json!({"data": {"metafieldsSet": {"metafields": null, "userErrors": [
+                {"field": ["metafields", i.to_string(), "ownerId"], "message": "Owner does not exist", "code": "INVALID"}]}}});
+        };
+        o.metafields
+            .insert(format!("{namespace}.{key}"), (ty, value));
+        keys.push(json!({"key": key}));
+    }
+    json!({"data": {"metafieldsSet": {"metafields": keys, "userErrors": []}}})
+}
+
+/// `returnCancel`: only an `OPEN` return with nothing received (the mock receives nothing)
+/// is cancelled; its units are free to return again.
+fn return_cancel(s: &mut State, vars: &Value) -> Value {
+    let id = vars["id"].as_str().unwrap_or("");
+    let Some(r) = s
+        .orders
+        .iter_mut()
+        .flat_map(|o| o.returns.iter_mut())
+        .find(|r| r.id == id)
+    else {
+        return return_errors(
+            "returnCancel",
+            json!(["id"]),
+            "Return does not exist".into(),
+            "NOT_FOUND",
+        );
+    };
+    if r.status != "OPEN" {
+        return return_errors(
+            "returnCancel",
+            json!(["id"]),
+            format!("Return is not cancelable. Current status: {}", r.status),
+            "INVALID_STATE",
+        );
+    }
+    r.status = "CANCELED".into();
+    json!({"data": {"returnCancel": {"return": {"id": r.id, "status": r.status}, "userErrors": []}}})
+}
+
+fn return_transition(s: &mut State, vars: &Value, op: &str, to: &str) -> Value {
+    let input = &vars["input"];
+    let id = input["id"].as_str().unwrap_or("");
+    let Some(r) = s
+        .orders
+        .iter_mut()
+        .flat_map(|o| o.returns.iter_mut())
+        .find(|r| r.id == id)
+    else {
+        return return_errors(
+            op,
+            json!(["input", "id"]),
+            "Return does not exist".into(),
+            "NOT_FOUND",
+        );
+    };
+    if r.status != "REQUESTED" {
+        let verb = if to == "OPEN" { "approved" } else { "declined" };
+        return return_errors(
+            op,
+            json!(["input", "id"]),
+            format!(
+                "Return is not {verb}able. Only returns with status REQUESTED can be {verb}. Current status: {}",
+                r.status
+            ),
+            "INVALID_STATE",
+        );
+    }
+    if to == "DECLINED" {
+        let reason = input["declineReason"].as_str().unwrap_or("").to_owned();
+        if !["FINAL_SALE", "OTHER", "RETURN_PERIOD_ENDED"].contains(&reason.as_str()) {
+            return json!({"errors": [{"message": "Variable $input of type ReturnDeclineRequestInput! was provided invalid value for declineReason", "extensions": {"code": "INVALID_VARIABLE"}}]});
+        }
+        let note = input["declineNote"].as_str().map(str::to_owned);
+        if note.as_ref().is_some_and(|n| n.chars().count() > 500) {
+            return return_errors(
+                op,
+                json!(["input", "declineNote"]),
+                "Decline note is too long (maximum is 500 characters)".into(),
+                "TOO_LONG",
+            );
+        }
+        r.decline = Some((reason, note));
+    }
+    r.status = to.to_owned();
+    r.notified = input["notifyCustomer"].as_bool();
+    json!({"data": {op: {"return": {"id": r.id, "status": r.status}, "userErrors": []}}})
+}
+
+fn cancel_errors(field: &str, message: &str, code: &str) -> Value {
+    json!({"data": {"orderCancel": {"job": null, "orderCancelUserErrors": [{"field": [field], "message": message, "code": code}]}}})
+}
+
+fn order_cancel(s: &mut State, vars: &Value) -> Value {
+    if vars.get("refund").is_some() {
+        return json!({"errors": [{"message": "Field 'orderCancel' doesn't accept argument 'refund'", "extensions": {"code": "argumentNotAccepted"}}]});
+    }
+    let reasons = [
+        "CUSTOMER",
+        "DECLINED",
+        "FRAUD",
+        "INVENTORY",
+        "OTHER",
+        "STAFF",
+    ];
+    if !reasons.contains(&vars["reason"].as_str().unwrap_or(""))
+        || !vars["restock"].is_boolean()
+        || !vars["refundMethod"].is_object()
+    {
+        return json!({"errors": [{"message": "Variable $reason, $restock or $refundMethod is invalid", "extensions": {"code": "INVALID_VARIABLE"}}]});
+    }
+    s.next += 1;
+    let n = s.next;
+    let polls = s.cancel_job_polls;
+    let Some(o) = find(s, &vars["orderId"]) else {
+        return cancel_errors("orderId", "Order does not exist", "NOT_FOUND");
+    };
+    if o.cancelled_at.is_some() {
+        return cancel_errors(
+            "orderId",
+            "Cannot cancel an order that has already been cancelled",
+            "INVALID",
+        );
+    }
+    if o.returns
+        .iter()
+        .any(|r| r.status == "REQUESTED" || r.status == "OPEN")
+    {
+        return cancel_errors(
+            "orderId",
+            "Cannot cancel an order with returns in progress",
+            "INVALID",
+        );
+    }
+    let num = o.num;
+    // A cancellation already under way: the same job.
+    if let Some((id, _)) = s
+        .jobs
+        .iter()
+        .find(|(_, j)| j.order == num && j.polls_left > 0)
+    {
+        return json!({"data": {"orderCancel": {"job": {"id": id, "done": false}, "orderCancelUserErrors": []}}});
+    }
+    let Some(o) = find(s, &vars["orderId"]) else {
+        return cancel_errors("orderId", "Order does not exist", "NOT_FOUND");
+    };
+    o.cancels.push(vars.clone());
+    let id = format!("gid://shopify/Job/{}", 8_000 + n);
+    if polls == 0 {
+        o.cancelled_at = Some("2025-11-22T09:00:00Z".into());
+        o.times_cancelled += 1;
+    }
+    s.jobs.insert(
+        id.clone(),
+        MJob {
+            order: num,
+            polls_left: polls,
+        },
+    );
+    json!({"data": {"orderCancel": {"job": {"id": id, "done": polls == 0}, "orderCancelUserErrors": []}}})
+}
+
+fn job(s: &mut State, vars: &Value) -> Value {
+    let id = vars["id"].as_str().unwrap_or("").to_owned();
+    let Some(j) = s.jobs.get_mut(&id) else {
+        return json!({"data": {"job": null}});
+    };
+    let was_running = j.polls_left > 0;
+    j.polls_left = j.polls_left.saturating_sub(1);
+    let done = j.polls_left == 0;
+    let order = j.order;
+    if done
+        && was_running
+        && let Some(o) = s.orders.iter_mut().find(|o| o.num == order)
+    {
+        o.cancelled_at = Some("2025-11-22T09:00:00Z".into());
+        o.times_cancelled += 1;
+    }
+    json!({"data": {"job": {"id": id, "done": done}}})
 }
 
 /// Reads a decimal exactly, as Shopify does; `None` for anything else.

@@ -290,7 +290,7 @@ impl AfterSales {
         def: Arc<aftersales_core::model::Workflow>,
     ) -> Result<Submitted, ServiceError> {
         if let Some(key) = idempotency_key
-            && let Some(existing) = self.by_key(key, &hash).await?
+            && let Some(existing) = self.by_key(key, hash).await?
         {
             return Ok(Submitted {
                 order: existing,
@@ -311,7 +311,7 @@ impl AfterSales {
         );
         let declared_inputs: Vec<&str> = def.inputs.iter().map(|f| f.name.value.as_str()).collect();
         let declared_params: Vec<&str> = def.params.iter().map(|f| f.name.value.as_str()).collect();
-        let meta = service_record(&req, &request, &facts, &priced, &hash, now);
+        let meta = service_record(&req, &request, &facts, &priced, hash, now);
         let started = self
             .engine
             .start(StartRequest {

@@ -1031,6 +1031,93 @@ kind = "sim"
     );
 }
 
+/// The Shopify + Stripe + ShipBob line (`config/platforms/us_shopify.toml`) with the
+/// simulator behind its five systems: its platform workflows keep the order system's
+/// return in step with the merchant's decision, cancel the order on the order system, and
+/// pay each refund once.
+#[tokio::test]
+async fn the_platform_line_runs_its_workflows_end_to_end() {
+    use aftersales_adapter_sim::PlatformReturnState as P;
+    let text =
+        std::fs::read_to_string(world::root().join("config/platforms/us_shopify.toml")).unwrap();
+    let (head, _) = text.split_once("[adapters.order]").unwrap();
+    let mut line = head.replace("\"USD\"", "\"CNY\"");
+    for system in ["order", "warehouse", "fulfillment", "payment", "notify"] {
+        line.push_str(&format!("[adapters.{system}]\nkind = \"sim\"\n\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("us_shopify.toml"), line).unwrap();
+    let (store, _db) = sqlite().await;
+    let w = World::with_lines(
+        store,
+        dir.path(),
+        aftersales_adapter_sim::SimConfig::quiet(5),
+    )
+    .await;
+    let platform_return = |so: &str| {
+        w.sim
+            .platform_returns()
+            .into_iter()
+            .find(|(_, r)| r.service_order_id.as_str() == so)
+            .map(|(_, r)| r.state)
+    };
+
+    // Return and refund: requested on the order system, approved there when the merchant
+    // approves here, received, refunded once.
+    w.physical_order("p1", "tee-m", 1, 9_900, 0);
+    w.deliver("p1");
+    let so = w
+        .submit(
+            json!({"business_line": "us_shopify", "order_id": "p1", "type": "return_refund",
+            "lines": [{"line_id": "l1"}], "reason": "quality"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(so.state, ServiceOrderState::UnderReview);
+    assert_eq!(platform_return(&so.id), Some(P::Requested));
+    w.approve(&so.id).await;
+    assert_eq!(platform_return(&so.id), Some(P::Approved));
+    w.ship(&so.id).await;
+    w.receive(&so.id, true).await;
+    let done = w.view(&so.id).await;
+    assert_eq!(done.state, ServiceOrderState::Completed, "{done:#?}");
+    assert_eq!(w.refunds(&so.id).len(), 1);
+    assert_eq!(w.refunds(&so.id)[0].amount, cny(9_900));
+
+    // The merchant declines: declined on the order system too, nothing paid.
+    w.physical_order("p2", "tee-m", 1, 9_900, 0);
+    w.deliver("p2");
+    let so = w
+        .submit(
+            json!({"business_line": "us_shopify", "order_id": "p2", "type": "return_refund",
+            "lines": [{"line_id": "l1"}], "reason": "no_reason"}),
+        )
+        .await
+        .unwrap();
+    w.signal(&so.id, "merchant.decision", json!({"approved": false}))
+        .await;
+    assert_eq!(w.view(&so.id).await.state, ServiceOrderState::Rejected);
+    assert_eq!(platform_return(&so.id), Some(P::Declined));
+    assert!(w.refunds(&so.id).is_empty());
+
+    // Cancel before shipment: stopped at the warehouse, cancelled on the order system,
+    // refunded in full once.
+    w.physical_order("p3", "tee-m", 2, 9_900, 1_000);
+    let so = w
+        .submit(json!({"business_line": "us_shopify", "order_id": "p3",
+            "type": "cancel_after_payment", "lines": [{"line_id": "l1"}], "reason": "no_reason"}))
+        .await
+        .unwrap();
+    assert_eq!(so.state, ServiceOrderState::Completed, "{so:#?}");
+    let order = w.sim.order(&OrderId::new("p3")).unwrap();
+    assert_eq!(
+        order.cancelled_by.as_ref().map(|s| s.as_str()),
+        Some(so.id.as_str())
+    );
+    assert_eq!(w.refunds(&so.id).len(), 1);
+    assert_eq!(w.refunds(&so.id)[0].amount, cny(20_800));
+}
+
 /// Return rates: units sold from the sales feed, units returned from the service orders that
 /// paid money back; a line above its threshold raises an alert.
 #[tokio::test]
