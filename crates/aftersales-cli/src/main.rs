@@ -1,6 +1,8 @@
 //! The `aftersales` binary: validate workflows and business lines, draw workflows, run
 //! the daemon, and serve the simulator (`aftersales sim serve`).
 
+#[cfg(feature = "adapter-sim")]
+mod bench;
 mod client;
 #[cfg(feature = "adapter-sim")]
 mod demo;
@@ -64,6 +66,12 @@ enum Command {
     /// summary.
     #[cfg(feature = "adapter-sim")]
     Demo(demo::DemoArgs),
+    /// Measure the engine on a real store: a 5-step saga of simulator calls over N
+    /// instances (workflows/s, steps/s, latencies, RSS, bytes per instance) beside the
+    /// store's raw commit limits; `--waiting N` parks and drains 7-day waits; `--http` loads
+    /// `POST /v1/after-sales` on the in-process daemon. Results: docs/benchmarks.md.
+    #[cfg(feature = "adapter-sim")]
+    Bench(bench::BenchArgs),
     /// The simulated platform: `aftersales sim serve` runs it as a local HTTP server.
     #[cfg(feature = "adapter-sim")]
     Sim {
@@ -124,6 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Client(cmd) => client::run(cmd, cli.remote),
         #[cfg(feature = "adapter-sim")]
         Command::Sim { command } => sim::run(command),
+        #[cfg(feature = "adapter-sim")]
+        Command::Bench(args) => bench::run(args),
         #[cfg(feature = "adapter-sim")]
         Command::Demo(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,72 @@
+//! `aftersales bench` runs end to end on SQLite and prints every figure's label. Never a
+//! timing assertion: the figures are for docs/benchmarks.md, not for tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+#[test]
+fn bench_on_sqlite_completes_every_instance_and_prints_its_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args([
+            "bench", "--store", "sqlite", "-n", "20", "-c", "4", "--raw-ms", "100",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for label in [
+        "workflows/s:",
+        "steps/s:",
+        "start→completion p50/p95/p99:",
+        "dispatch latency step 1 p50/p95/p99:",
+        "dispatch latency steps 2-5 p50/p95/p99:",
+        "peak RSS (VmHWM):",
+        "store bytes per instance:",
+        "single-row commits/s (1 connection):",
+        "rows/s in 100-row transactions (1 connection):",
+        "our steps/s ÷ this =",
+    ] {
+        assert!(stdout.contains(label), "missing `{label}` in:\n{stdout}");
+    }
+    let completed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("completed:"))
+        .unwrap_or_else(|| panic!("no `completed:` line in:\n{stdout}"));
+    assert_eq!(completed.trim(), "20 / 20", "{stdout}");
+}
+
+#[test]
+fn waiting_instances_park_and_drain() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args([
+            "bench",
+            "--store",
+            "sqlite",
+            "--waiting",
+            "10",
+            "-c",
+            "2",
+            "--idle-secs",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for label in [
+        "RSS while parked:",
+        "store bytes per instance:",
+        "wake-ups/s",
+        "idle CPU while parked:",
+    ] {
+        assert!(stdout.contains(label), "missing `{label}` in:\n{stdout}");
+    }
+    let completed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("completed:"))
+        .unwrap_or_else(|| panic!("no `completed:` line in:\n{stdout}"));
+    assert_eq!(completed.trim(), "10 / 10", "{stdout}");
+}
