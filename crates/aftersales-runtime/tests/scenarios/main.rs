@@ -848,7 +848,27 @@ for_each_scenario!(on_sqlite);
 /// ids start over in every world).
 #[tokio::test]
 async fn all_scenarios_on_postgres() {
-    let Ok(base) = std::env::var("AFTERSALES_TEST_PG_URL") else {
+    let Some(base) = pg_base() else { return };
+    macro_rules! each {
+        ($($name:ident),* $(,)?) => {
+            $(
+                {
+                    let db = PgScratch::create(&base, stringify!($name)).await;
+                    let w = World::new(db.store().await).await;
+                    Run::run($name, w).await;
+                    db.drop().await;
+                }
+            )*
+        };
+    }
+    for_each_scenario!(each);
+}
+
+/// The PostgreSQL URL of the tests, or `None` (skipped) when unset; under CI a missing
+/// PostgreSQL is a failure.
+fn pg_base() -> Option<String> {
+    let base = std::env::var("AFTERSALES_TEST_PG_URL").ok();
+    if base.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "AFTERSALES_TEST_PG_URL is not set, and under CI a missing PostgreSQL is a failure"
@@ -856,33 +876,42 @@ async fn all_scenarios_on_postgres() {
         eprintln!(
             "skipped: AFTERSALES_TEST_PG_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
         );
-        return;
-    };
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    macro_rules! each {
-        ($($name:ident),* $(,)?) => {
-            $(
-                {
-                    let db = format!("aftersales_{}_{}", stringify!($name), std::process::id());
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                    sqlx::query(&format!("CREATE DATABASE {db}"))
-                        .execute(&admin)
-                        .await
-                        .unwrap();
-                    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
-                    let store = aftersales_store::open_store(&url).await.unwrap();
-                    let w = World::new(store).await;
-                    Run::run($name, w).await;
-                    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                }
-            )*
-        };
     }
-    for_each_scenario!(each);
+    base
+}
+
+/// A database of its own for one test, dropped afterwards (the simulator's ids and event
+/// ids start over in every world).
+struct PgScratch {
+    admin: sqlx::PgPool,
+    db: String,
+    url: String,
+}
+
+impl PgScratch {
+    async fn create(base: &str, name: &str) -> PgScratch {
+        let admin = sqlx::PgPool::connect(base).await.unwrap();
+        let db = format!("aftersales_{name}_{}", std::process::id());
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+        PgScratch { admin, db, url }
+    }
+
+    async fn store(&self) -> Arc<dyn Store> {
+        aftersales_store::open_store(&self.url).await.unwrap()
+    }
+
+    async fn drop(self) {
+        let _ = sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.db))
+            .execute(&self.admin)
+            .await;
+    }
 }
 
 /// Two daemons on one database, a request on the same order reaching each at the same
@@ -918,29 +947,10 @@ async fn two_daemons_on_sqlite_admit_one_request_per_order() {
 
 #[tokio::test]
 async fn two_daemons_on_postgres_admit_one_request_per_order() {
-    let Ok(base) = std::env::var("AFTERSALES_TEST_PG_URL") else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "AFTERSALES_TEST_PG_URL is not set, and under CI a missing PostgreSQL is a failure"
-        );
-        eprintln!("skipped: AFTERSALES_TEST_PG_URL is not set");
-        return;
-    };
-    let admin = sqlx::PgPool::connect(&base).await.unwrap();
-    let db = format!("aftersales_two_nodes_{}", std::process::id());
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
-    two_daemons_admit_one_request_per_order(aftersales_store::open_store(&url).await.unwrap())
-        .await;
-    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    let Some(base) = pg_base() else { return };
+    let db = PgScratch::create(&base, "two_nodes").await;
+    two_daemons_admit_one_request_per_order(db.store().await).await;
+    db.drop().await;
 }
 
 /// A platform team adds a business line with one TOML file and no Rust change: it loads,
