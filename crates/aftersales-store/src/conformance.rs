@@ -1611,7 +1611,8 @@ pub async fn next_due_at_accounts_for_leases(store: Arc<dyn Store>) {
     );
 }
 
-/// Renewing extends only the owner's live leases and returns the ids still held, in order.
+/// Renewing extends only the owner's live leases, never shortens one, and returns the ids
+/// still held, in the order asked.
 pub async fn renew_leases_keeps_live_leases_of_the_owner(store: Arc<dyn Store>) {
     let store = &*store;
     for id in ["a", "b", "c"] {
@@ -1663,6 +1664,15 @@ pub async fn renew_leases_keeps_live_leases_of_the_owner(store: Arc<dyn Store>) 
             .unwrap(),
         s(&["c"])
     );
+    // A renewal never shortens a lease (a heartbeat beside a lease extended for a long call).
+    assert_eq!(
+        store
+            .renew_leases("w1", &s(&["a"]), T0 + 501, 1)
+            .await
+            .unwrap(),
+        s(&["a"])
+    );
+    assert!(claim(store, "w3", T0 + 1_000).await.is_empty());
     assert_eq!(
         ids(&claim(store, "w3", T0 + 500 + LEASE).await),
         vec!["a", "b"]

@@ -637,7 +637,7 @@ impl Store for SqliteStore {
         let mut held = Vec::new();
         for id in ids {
             let done = sqlx::query(
-                "UPDATE instances SET lease_until = ?4 \
+                "UPDATE instances SET lease_until = MAX(lease_until, ?4) \
                  WHERE id = ?1 AND lease_owner = ?2 AND lease_until > ?3",
             )
             .bind(id)

@@ -10,7 +10,7 @@ pub mod prepare;
 pub mod state;
 pub mod worker;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, DatabaseClock, ManualClock, SystemClock};
 pub use machine::{CallResult, FailureClass};
 pub use worker::{
     ActionCall, Dispatcher, Engine, EngineError, StartRequest, Started, WorkerConfig,

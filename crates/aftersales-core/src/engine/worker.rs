@@ -14,7 +14,7 @@
 //! A crash anywhere leaves the instance leased until the lease lapses; then any worker
 //! claims it and re-dispatches the attempt that was in flight, with the same idempotency key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -89,12 +89,21 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+fn lock_held(
+    held: &std::sync::Mutex<HashSet<String>>,
+) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    held.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// This worker's name in leases.
     pub owner: String,
-    /// How long a claim lasts without renewal.
+    /// How long a claim lasts without renewal. A heartbeat renews the leases a live worker
+    /// holds every third of this, so it is also about how long a crashed or stalled node's
+    /// instances wait before another node takes them over.
     pub lease_ms: i64,
     /// Instances processed at once.
     pub concurrency: usize,
@@ -111,7 +120,7 @@ impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
             owner: format!("worker-{}", uuid::Uuid::now_v7()),
-            lease_ms: 60_000,
+            lease_ms: 15_000,
             concurrency: 32,
             idle_poll_ms: 5_000,
             max_rounds: 64,
@@ -478,6 +487,26 @@ impl Engine {
     pub async fn run(self: Arc<Self>, cfg: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
         let (sink, committer) = CommitSink::batched(self.store.clone(), cfg.commit_batch);
         let mut set: JoinSet<()> = JoinSet::new();
+        // The instances this worker holds, for the heartbeat.
+        let held: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let mut background: JoinSet<()> = JoinSet::new();
+        background.spawn(self.clone().heartbeat(cfg.clone(), held.clone()));
+        match self.store.due_feed().await {
+            Ok(Some(mut feed)) => {
+                let engine = self.clone();
+                background.spawn(async move {
+                    while feed.recv().await.is_some() {
+                        engine.wake.notify_one();
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot listen for other nodes' notifications; polling every {} ms instead",
+                cfg.idle_poll_ms
+            ),
+        }
         let mut backoff_ms: u64 = 100;
         loop {
             let stopping = *shutdown.borrow();
@@ -501,7 +530,13 @@ impl Engine {
                             let sink = sink.clone();
                             let stop = shutdown.clone();
                             let cfg = cfg.clone();
-                            set.spawn(async move { engine.process(c, &sink, &cfg, &stop).await });
+                            let held = held.clone();
+                            let id = c.instance.id.clone();
+                            lock_held(&held).insert(id.clone());
+                            set.spawn(async move {
+                                engine.process(c, &sink, &cfg, &stop).await;
+                                lock_held(&held).remove(&id);
+                            });
                         }
                     }
                     Err(e) => {
@@ -540,8 +575,47 @@ impl Engine {
             }
         }
         while set.join_next().await.is_some() {}
+        background.shutdown().await;
         drop(sink);
         let _ = committer.await;
+    }
+
+    /// Extends the leases of the instances this worker holds, every third of a lease, so a
+    /// claim lasts as long as this process is alive and responsive, and lapses soon after it
+    /// dies or stalls (then another node takes the instance over, and this worker's commits
+    /// are fenced off). A lease already extended further for a long call is kept.
+    async fn heartbeat(
+        self: Arc<Self>,
+        cfg: WorkerConfig,
+        held: Arc<std::sync::Mutex<HashSet<String>>>,
+    ) {
+        let every = std::time::Duration::from_millis((cfg.lease_ms / 3).max(1) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            let ids: Vec<String> = lock_held(&held).iter().cloned().collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let now = self.clock.now_ms();
+            match self
+                .store
+                .renew_leases(&cfg.owner, &ids, now, cfg.lease_ms)
+                .await
+            {
+                Ok(kept) if kept.len() < ids.len() => {
+                    metrics::counter!("aftersales_leases_lost_total")
+                        .increment((ids.len() - kept.len()) as u64);
+                    tracing::warn!(
+                        lost = ids.len() - kept.len(),
+                        "leases lapsed before the heartbeat renewed them; their commits will be fenced"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing leases failed; retrying at the next beat")
+                }
+            }
+        }
     }
 
     /// Processes one claimed instance until it has nothing to dispatch.

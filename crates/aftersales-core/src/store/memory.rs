@@ -509,7 +509,7 @@ impl Store for MemoryStore {
                 && row.lease_owner.as_deref() == Some(owner)
                 && row.lease_until > now
             {
-                row.lease_until = now + lease_ms;
+                row.lease_until = row.lease_until.max(now + lease_ms);
                 held.push(id.clone());
             }
         }

@@ -497,7 +497,9 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `due_at` of a running instance not leased at `now`, if any.
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError>;
 
-    /// Extends the leases of `owner` on these instances; returns the ids still held.
+    /// Extends the leases of `owner` on these instances to at least `now + lease_ms` (a lease
+    /// already running longer is kept); returns the ids still held. A lease that lapsed
+    /// (`lease_until <= now`) is not renewed: another worker may have claimed it.
     async fn renew_leases(
         &self,
         owner: &str,
@@ -531,4 +533,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Releases the lock `name` if `holder` holds it; otherwise does nothing.
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The store's own time in unix milliseconds, for a store several nodes share: every
+    /// node reads leases, timers and lock expiries against this one clock (see
+    /// [`crate::engine::DatabaseClock`]), so a node whose clock is off cannot steal a live
+    /// lease or fire a timer early. `None` (the default) for a store with no clock of its own,
+    /// where the local clock is the only one.
+    async fn clock_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    /// A feed of wake-ups from other processes sharing the store: one message whenever
+    /// something may have become due there (an instance started, a signal or event
+    /// delivered). Bursts coalesce, and a notification may be lost (a dropped connection),
+    /// so a worker still polls as a fallback. `None` (the default) when the store has no
+    /// such channel.
+    async fn due_feed(&self) -> Result<Option<DueFeed>, StoreError> {
+        Ok(None)
+    }
 }
+
+/// Wake-ups from other processes sharing a store ([`Store::due_feed`]). The sender side
+/// stops when the receiver is dropped.
+pub type DueFeed = tokio::sync::mpsc::Receiver<()>;
