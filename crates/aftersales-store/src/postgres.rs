@@ -2,16 +2,17 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aftersales_core::store::{
-    Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
-    InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance,
-    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
+    Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, DueFeed,
+    HistoryRecord, InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind,
+    NewHistory, NewInstance, SaleRecord, SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Transaction};
 
 use crate::error::db;
@@ -49,6 +50,39 @@ const INBOX_COLS: &str =
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    wake: Arc<Notifier>,
+}
+
+/// The `LISTEN`/`NOTIFY` channel on which stores tell each other that something became due.
+const DUE_CHANNEL: &str = "aftersales_due";
+
+/// Sends `NOTIFY aftersales_due` after writes that make an instance due, coalescing bursts:
+/// while one notification is on its way, further pokes are covered by it (the flag is
+/// cleared before sending, so a write committed before the send is always covered).
+#[derive(Debug, Default)]
+struct Notifier {
+    sending: AtomicBool,
+}
+
+impl Notifier {
+    fn poke(self: &Arc<Self>, pool: &PgPool) {
+        if self.sending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            this.sending.store(false, Ordering::Release);
+            // Best effort: a lost notification is covered by the workers' polling.
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(DUE_CHANNEL)
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "sending a due notification failed");
+            }
+        });
+    }
 }
 
 impl PgStore {
@@ -101,7 +135,10 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| db("postgres migrate")(e.into()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            wake: Arc::new(Notifier::default()),
+        })
     }
 
     async fn begin(&self, op: &'static str) -> Result<PgTx, StoreError> {
@@ -520,6 +557,9 @@ impl Store for PgStore {
         let mut tx = self.begin("create_instance").await?;
         let created = logic::create_instance(&mut tx, &new).await?;
         tx.commit("create_instance").await?;
+        if matches!(created, Created::New(_)) {
+            self.wake.poke(&self.pool);
+        }
         Ok(created)
     }
 
@@ -576,9 +616,17 @@ impl Store for PgStore {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
+        // A commit that starts children or tells a parent its child ended makes another
+        // instance due, which may belong to another node's worker.
+        let wakes_others = commits
+            .iter()
+            .any(|c| !c.children.is_empty() || c.notify_parent.is_some());
         let mut tx = self.begin("commit").await?;
         let out = logic::commit(&mut tx, &commits).await?;
         tx.commit("commit").await?;
+        if wakes_others {
+            self.wake.poke(&self.pool);
+        }
         Ok(out)
     }
 
@@ -586,6 +634,9 @@ impl Store for PgStore {
         let mut tx = self.begin("deliver").await?;
         let out = logic::deliver(&mut tx, delivery, now).await?;
         tx.commit("deliver").await?;
+        if matches!(out, Delivered::Accepted(_)) {
+            self.wake.poke(&self.pool);
+        }
         Ok(out)
     }
 
@@ -686,26 +737,31 @@ impl Store for PgStore {
         now: i64,
         lease_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        // One statement (and so one row lock) at a time: renewing takes no part in the lock
-        // order of commits and deliveries.
-        let mut held = Vec::new();
-        for id in ids {
-            let done = sqlx::query(
-                "UPDATE instances SET lease_until = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND lease_until > $3",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .bind(now.saturating_add(lease_ms))
-            .execute(&self.pool)
-            .await
-            .map_err(db("renew_leases"))?;
-            if done.rows_affected() == 1 {
-                held.push(id.clone());
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(held)
+        // One statement; it locks the rows in id order, the order commits lock instance rows
+        // in, so a heartbeat cannot deadlock with a commit.
+        let held: Vec<String> = sqlx::query_scalar(
+            "WITH mine AS MATERIALIZED ( \
+                 SELECT id AS mine_id FROM instances WHERE id = ANY($1) ORDER BY id FOR UPDATE) \
+             UPDATE instances SET lease_until = GREATEST(lease_until, $4) \
+             FROM mine WHERE id = mine_id AND lease_owner = $2 AND lease_until > $3 \
+             RETURNING id",
+        )
+        .bind(ids)
+        .bind(owner)
+        .bind(now)
+        .bind(now.saturating_add(lease_ms))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("renew_leases"))?;
+        let held: std::collections::HashSet<String> = held.into_iter().collect();
+        Ok(ids
+            .iter()
+            .filter(|id| held.contains(*id))
+            .cloned()
+            .collect())
     }
 
     async fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {
@@ -785,6 +841,53 @@ impl Store for PgStore {
             .await
             .map_err(db("unlock"))?;
         Ok(())
+    }
+
+    async fn clock_ms(&self) -> Result<Option<i64>, StoreError> {
+        let ms: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("clock"))?;
+        Ok(Some(ms))
+    }
+
+    async fn due_feed(&self) -> Result<Option<DueFeed>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db("listen"))?;
+        listener.listen(DUE_CHANNEL).await.map_err(db("listen"))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    got = listener.try_recv() => match got {
+                        Ok(Some(_)) => {
+                            // A full channel already holds a wake-up: this one coalesces.
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) =
+                                tx.try_send(())
+                            {
+                                return;
+                            }
+                        }
+                        // The connection dropped; the next call reconnects and listens
+                        // again. Notifications sent meanwhile are lost: wake once, since
+                        // something may have become due while deaf.
+                        Ok(None) => {
+                            if tx.try_send(()).is_err() && tx.is_closed() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listening for due notifications failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 
     async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use aftersales_core::store::StoreError;
+use aftersales_core::store::{Store as _, StoreError};
 use aftersales_store::conformance;
 use aftersales_store::open_store;
 
@@ -63,6 +63,38 @@ async fn nul_characters_in_json_are_refused() {
             "{err}"
         );
         assert_eq!(store.get_instance("nul").await.unwrap(), None);
+    })
+    .await;
+}
+
+/// A start written through one node's store wakes another node's due feed (LISTEN/NOTIFY),
+/// and the database's clock, which every node on it reads, is readable.
+#[tokio::test]
+async fn another_nodes_start_wakes_this_nodes_feed() {
+    conformance::with_pg_schema(|schema| async move {
+        let a = schema.connect().await;
+        let b = schema.connect().await;
+        let mut feed = b
+            .due_feed()
+            .await
+            .unwrap()
+            .expect("PostgreSQL has a due feed");
+        a.create_instance(conformance::new_instance("woken", conformance::T0))
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+            .await
+            .expect("woken within 10 s")
+            .expect("the feed stays open while its receiver lives");
+        let db_ms = a.clock_ms().await.unwrap().expect("PostgreSQL has a clock");
+        let local_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!((db_ms - local_ms).abs() < 60_000, "{db_ms} vs {local_ms}");
+        drop(feed);
+        a.close().await;
+        b.close().await;
     })
     .await;
 }
