@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use aftersales_adapter::WebhookVerifier;
 use aftersales_core::diag::{self, Source};
-use aftersales_core::engine::{Engine, SystemClock, WorkerConfig};
+use aftersales_core::engine::{DatabaseClock, Engine, WorkerConfig};
 use aftersales_core::model::Workflow;
 use aftersales_core::validate::check_sources;
 use aftersales_runtime::AdapterDispatcher;
@@ -82,7 +82,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             concurrency: 32,
-            lease: "60s".to_owned(),
+            lease: "15s".to_owned(),
             idle_poll: "2s".to_owned(),
         }
     }
@@ -283,6 +283,9 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// How often a daemon re-reads the database's clock against drift.
+const CLOCK_SYNC: Duration = Duration::from_secs(30);
+
 /// Runs the daemon until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let loaded = load(&config)?;
@@ -295,9 +298,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = aftersales_store::open_store(&config.store.url)
         .await
         .context("opening the store")?;
+    // Every node on one database reads time from the database: leases, timers and lock
+    // expiries then agree whatever each machine's clock says (SQLite: the local clock).
+    let clock = DatabaseClock::new(store.clone())
+        .await
+        .context("reading the store's clock")?;
     let engine = Arc::new(Engine::new(
         store,
-        Arc::new(SystemClock),
+        clock.clone(),
         Arc::new(loaded.dispatcher),
         aftersales_runtime::catalogue::builtin(),
     ));
@@ -320,7 +328,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &config.server.shutdown_grace,
     )? as u64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(engine.clone().run(worker_cfg, stop_rx));
+    let worker = tokio::spawn(engine.clone().run(worker_cfg, stop_rx.clone()));
+    tokio::spawn(clock.keep_synced(CLOCK_SYNC, stop_rx));
 
     let metrics = aftersales_server::install_metrics()
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
