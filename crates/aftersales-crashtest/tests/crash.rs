@@ -264,8 +264,9 @@ async fn sqlite_worker_killed_at_random_moments_applies_every_effect_exactly_onc
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_worker_killed_at_random_moments_applies_every_effect_exactly_once() {
+/// A scratch PostgreSQL database of its own: (admin pool, database name, URL). `None`
+/// (with the reason printed) when `AFTERSALES_TEST_PG_URL` is unset outside CI.
+async fn scratch_pg(tag: &str, seed: u64) -> Option<(sqlx::PgPool, String, String)> {
     let Ok(base) = std::env::var("AFTERSALES_TEST_PG_URL") else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!(
@@ -275,15 +276,10 @@ async fn postgres_worker_killed_at_random_moments_applies_every_effect_exactly_o
         eprintln!(
             "skipped: AFTERSALES_TEST_PG_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
         );
-        return;
+        return None;
     };
-    let n = env_usize("AFTERSALES_CRASH_N", 60);
-    let kills = env_usize("AFTERSALES_CRASH_KILLS", 8);
-    let seed = seed();
-    eprintln!("AFTERSALES_CRASH_SEED={seed}");
-    // A database of its own, dropped at the end.
     let db = format!(
-        "aftersales_crash_{}_{}",
+        "aftersales_crash_{tag}_{}_{}",
         std::process::id(),
         seed % 1_000_000
     );
@@ -296,6 +292,24 @@ async fn postgres_worker_killed_at_random_moments_applies_every_effect_exactly_o
         Some((head, _)) => format!("{head}/{db}"),
         None => panic!("AFTERSALES_TEST_PG_URL has no database part: {base}"),
     };
+    Some((admin, db, url))
+}
+
+async fn drop_pg(admin: &sqlx::PgPool, db: &str) {
+    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(admin)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_worker_killed_at_random_moments_applies_every_effect_exactly_once() {
+    let n = env_usize("AFTERSALES_CRASH_N", 60);
+    let kills = env_usize("AFTERSALES_CRASH_KILLS", 8);
+    let seed = seed();
+    eprintln!("AFTERSALES_CRASH_SEED={seed}");
+    let Some((admin, db, url)) = scratch_pg("one", seed).await else {
+        return;
+    };
     let dir = temp_dir("pg");
     let ledger = dir.join("ledger.txt");
     let store = aftersales_store::open_store(&url).await.unwrap();
@@ -303,8 +317,126 @@ async fn postgres_worker_killed_at_random_moments_applies_every_effect_exactly_o
     run_with_kills(&url, &ledger, &store, kills, &mut Rng(seed)).await;
     assert_exactly_once(&store, &ledger, n).await;
     drop(store);
-    let _ = sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await;
+    drop_pg(&admin, &db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One of the workers in the multi-worker run (its stderr goes to a log file).
+struct Worker {
+    child: std::process::Child,
+}
+
+impl Worker {
+    fn spawn(url: &str, ledger: &Path, log: &Path) -> Worker {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_crash-worker"))
+            .args([url, ledger.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap();
+        Worker { child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {}", self.child.id());
+    }
+}
+
+/// Kills every worker still running when the test ends, even on a panic.
+struct Workers(Vec<Worker>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &w.child.id().to_string()])
+                .status();
+            let _ = w.child.kill();
+            let _ = w.child.wait();
+        }
+    }
+}
+
+/// Three workers share one PostgreSQL database. While they run, one at a time is either
+/// killed with SIGKILL and restarted, or paused with SIGSTOP for longer than its lease (so
+/// another worker takes its instances over) and then resumed with SIGCONT, when it tries
+/// to go on with the copies it held: its commits must be fenced off. At the end every
+/// instance has reached its end, every effect key reached the platform, none is missing or
+/// extra, and no step completed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_postgres_workers_killed_and_paused_apply_every_effect_exactly_once() {
+    let n = env_usize("AFTERSALES_CRASH_N", 60) * 4;
+    let events = env_usize("AFTERSALES_CRASH_KILLS", 8) * 2;
+    let seed = seed();
+    eprintln!("AFTERSALES_CRASH_SEED={seed}");
+    let Some((admin, db, url)) = scratch_pg("three", seed).await else {
+        return;
+    };
+    let dir = temp_dir("pg3");
+    let ledger = dir.join("ledger.txt");
+    let store = aftersales_store::open_store(&url).await.unwrap();
+    start_instances(store.clone(), n).await;
+    let mut rng = Rng(seed);
+    let mut spawned = 0;
+    let mut log = || {
+        spawned += 1;
+        dir.join(format!("worker-{spawned}.log"))
+    };
+    let mut workers = Workers(
+        (0..3)
+            .map(|_| Worker::spawn(&url, &ledger, &log()))
+            .collect(),
+    );
+    let (mut kills, mut pauses) = (0, 0);
+    for _ in 0..events {
+        if running(&store).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.between(200, 700))).await;
+        let i = rng.between(0, 3) as usize;
+        if rng.between(0, 2) == 0 {
+            let w = &mut workers.0[i];
+            w.child.kill().unwrap(); // SIGKILL
+            w.child.wait().unwrap();
+            *w = Worker::spawn(&url, &ledger, &log());
+            kills += 1;
+        } else {
+            // Past its 1.5 s lease: the others take its instances over meanwhile.
+            workers.0[i].signal("-STOP");
+            tokio::time::sleep(Duration::from_millis(rng.between(2_000, 3_000))).await;
+            workers.0[i].signal("-CONT");
+            pauses += 1;
+        }
+        eprintln!(
+            "event: {kills} kills, {pauses} pauses; {} instances still running",
+            running(&store).await
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while running(&store).await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(workers);
+    assert_exactly_once(&store, &ledger, n).await;
+    let mut lost = 0;
+    for i in 1..=spawned {
+        let text = std::fs::read_to_string(dir.join(format!("worker-{i}.log"))).unwrap_or_default();
+        lost += text.matches("lease lost to another worker").count();
+    }
+    eprintln!(
+        "three workers: {n} instances, {kills} kills, {pauses} pauses past the lease, {lost} commits fenced off"
+    );
+    drop(store);
+    drop_pg(&admin, &db).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
