@@ -163,7 +163,7 @@ fn shipped_business_lines_validate_clean_against_shipped_workflows() {
     }
     assert!(
         run.stdout.contains(
-            "business line course_with_textbook (bundle): return_refund → bundle.return_refund@1"
+            "business line course_with_textbook (bundle): return_refund → bundle.return_refund@2"
         ),
         "{}",
         run.stdout

@@ -912,6 +912,11 @@ impl<'a> Machine<'a> {
                     EndStatus::Closed => InstanceStatus::Closed,
                     EndStatus::Failed => InstanceStatus::Failed,
                 };
+                // A workflow that ends itself `failed` says a person must look (the
+                // format's meaning of `failed`), so it is flagged like an engine failure.
+                if status == InstanceStatus::Failed {
+                    st.needs_attention = true;
+                }
                 self.finish(st, status, reason, output, Some(&step_id), fx);
             }
         }

@@ -492,6 +492,37 @@ async fn s12_bundle(w: &World) {
     assert_eq!(so.state, ServiceOrderState::Closed, "{so:#?}");
     assert!(w.refunds(&so.id).is_empty());
     assert!(w.sim.entitlement(&ent).unwrap().active);
+
+    // The book is refunded, then the provider refuses the course's refund for good: the
+    // course is granted back, and the service order ends failed for a person, reporting
+    // the book's refund — the money that did move (found by the reliability battery).
+    let ent = bundle_order(w, "s12c");
+    let so = w
+        .submit(json!({"business_line": "course_with_textbook", "order_id": "s12c", "type": "return_refund",
+            "lines": [{"line_id": "book"}, {"line_id": "course"}], "reason": "no_reason"}))
+        .await
+        .unwrap();
+    w.approve(&so.id).await;
+    w.ship(&so.id).await;
+    w.sim
+        .script("payment.refund", [Fault::None, Fault::Permanent]);
+    w.receive(&so.id, true).await;
+    w.advance(HOUR).await;
+    let so = w.view(&so.id).await;
+    assert_eq!(so.state, ServiceOrderState::Failed, "{so:#?}");
+    assert!(so.needs_attention, "{so:#?}");
+    assert_eq!(
+        so.refunded_amount,
+        Some(json!({"minor": 8_000, "currency": "CNY"}))
+    );
+    let paid: Vec<i64> = w
+        .refunds(&so.id)
+        .iter()
+        .filter(|r| r.status == aftersales_adapter::RefundStatus::Succeeded)
+        .map(|r| r.amount.minor)
+        .collect();
+    assert_eq!(paid, [8_000]);
+    assert!(w.sim.entitlement(&ent).unwrap().active);
 }
 
 /// 13. The payment provider fails 5 times, then succeeds: exactly one refund.
