@@ -160,8 +160,22 @@ fn write_business_lines(dir: &Path, sim_base: &str) {
     );
 }
 
-fn write_daemon_config(path: &Path, store_url: &str, lines: &Path) {
-    let workflows = procs::repo_root().join("workflows");
+/// Copies the shipped workflows into the run's directory, so editing the repository during
+/// a long run cannot change what a restarted daemon deploys.
+fn copy_workflows(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_workflows(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+fn write_daemon_config(path: &Path, store_url: &str, lines: &Path, workflows: &Path) {
     std::fs::write(
         path,
         format!(
@@ -782,11 +796,13 @@ pub async fn run(spec: Spec) {
     let sim = Cluster::start_sim(&dir, &settings);
     let lines = dir.join("business-lines");
     write_business_lines(&lines, &sim.1);
+    let workflows = dir.join("workflows");
+    copy_workflows(&procs::repo_root().join("workflows"), &workflows);
 
     let configs: Vec<PathBuf> = (0..spec.daemons)
         .map(|i| {
             let p = dir.join(format!("daemon-{i}.toml"));
-            write_daemon_config(&p, &store_url, &lines);
+            write_daemon_config(&p, &store_url, &lines, &workflows);
             p
         })
         .collect();
