@@ -242,6 +242,7 @@ macro_rules! conformance_tests {
             list_instances_filters_and_pages,
             history_pages_in_order,
             next_due_at_accounts_for_leases,
+            next_due_at_sees_past_many_leases,
             renew_leases_keeps_live_leases_of_the_owner,
             stats_count_running_due_and_attention,
             sales_are_recorded_once_and_summed_over_a_window,
@@ -1609,6 +1610,27 @@ pub async fn next_due_at_accounts_for_leases(store: Arc<dyn Store>) {
         store.next_due_at(T0 + 50 + LEASE).await.unwrap(),
         Some(T0 + 50)
     );
+}
+
+/// More leased instances than a store reads at once before the first free one: the answer
+/// still sees past all of them (a backend that pages through its due index must not stop at
+/// the first page).
+pub async fn next_due_at_sees_past_many_leases(store: Arc<dyn Store>) {
+    let store = &*store;
+    for i in 0..150 {
+        create(store, new_instance(&format!("leased-{i:03}"), T0 + i)).await;
+    }
+    let claimed = store.claim_due("w1", T0 + 200, LEASE, 200).await.unwrap();
+    assert_eq!(claimed.len(), 150);
+    // Only leases, and a free instance far off: the leases lapse first.
+    create(store, new_instance("later", T0 + 100 * LEASE)).await;
+    assert_eq!(
+        store.next_due_at(T0 + 250).await.unwrap(),
+        Some(T0 + 200 + LEASE)
+    );
+    // A free instance due before the leases lapse, behind all 150 of them in due order.
+    create(store, new_instance("free", T0 + 300)).await;
+    assert_eq!(store.next_due_at(T0 + 250).await.unwrap(), Some(T0 + 300));
 }
 
 /// Renewing extends only the owner's live leases, never shortens one, and returns the ids

@@ -406,3 +406,84 @@ async fn push_message<T: Tx + ?Sized>(
     tx.bump_wake(id, now).await?;
     Ok(true)
 }
+
+/// How many rows `next_due_at` reads at a time, in `(due_at, id)` order.
+pub(crate) const NEXT_DUE_PAGE: i64 = 64;
+
+/// Folds one page of `(due_at, id, lease_until)` rows, in `(due_at, id)` order, into the
+/// earliest time an instance can be claimed: its `due_at`, or its lease's end if that is
+/// later. Returns where the next page starts, or `None` when no later row can be earlier.
+///
+/// A row's time is never before its `due_at`, so once a row's `due_at` reaches the best time
+/// found, no row after it can do better. Only leased rows push a time past their `due_at`,
+/// and there are at most as many as the workers hold, so this reads a page or two through the
+/// `(status, due_at, id)` index instead of every parked instance — an idle daemon with a
+/// million timers pays as little as one with none.
+pub(crate) fn fold_next_due(
+    best: &mut Option<i64>,
+    page: &[(i64, String, i64)],
+    now: i64,
+) -> Option<(i64, String)> {
+    for (due, _, lease_until) in page {
+        if best.is_some_and(|b| *due >= b) {
+            return None;
+        }
+        let at = if *lease_until > now {
+            (*due).max(*lease_until)
+        } else {
+            *due
+        };
+        *best = Some(best.map_or(at, |b| b.min(at)));
+    }
+    match page.last() {
+        Some((due, id, _)) if page.len() as i64 == NEXT_DUE_PAGE => Some((*due, id.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(due: i64, id: &str, lease: i64) -> (i64, String, i64) {
+        (due, id.to_owned(), lease)
+    }
+
+    #[test]
+    fn next_due_skips_past_leases_and_stops_early() {
+        let now = 100;
+        // The first row is leased until 500, the second free at 200: 200 wins, and the third
+        // (due 300) is never looked at past the check.
+        let mut best = None;
+        let page = vec![row(50, "a", 500), row(200, "b", 0), row(300, "c", 0)];
+        assert_eq!(fold_next_due(&mut best, &page, now), None);
+        assert_eq!(best, Some(200));
+        // An expired lease does not delay.
+        let mut best = None;
+        assert_eq!(fold_next_due(&mut best, &[row(50, "a", 90)], now), None);
+        assert_eq!(best, Some(50));
+        // Nothing due at all.
+        let mut best = None;
+        assert_eq!(fold_next_due(&mut best, &[], now), None);
+        assert_eq!(best, None);
+    }
+
+    #[test]
+    fn a_full_page_of_leased_rows_asks_for_the_next() {
+        let now = 0;
+        let page: Vec<_> = (0..NEXT_DUE_PAGE)
+            .map(|i| row(i, &format!("i{i:03}"), 10_000))
+            .collect();
+        let mut best = None;
+        let next = fold_next_due(&mut best, &page, now);
+        assert_eq!(best, Some(10_000));
+        assert_eq!(
+            next,
+            Some((NEXT_DUE_PAGE - 1, format!("i{:03}", NEXT_DUE_PAGE - 1)))
+        );
+        // The next page has a free row before the leases end.
+        let mut b2 = best;
+        assert_eq!(fold_next_due(&mut b2, &[row(900, "z", 0)], now), None);
+        assert_eq!(b2, Some(900));
+    }
+}

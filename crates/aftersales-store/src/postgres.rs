@@ -719,15 +719,42 @@ impl Store for PgStore {
     }
 
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN lease_until > $1 THEN GREATEST(due_at, lease_until) \
-             ELSE due_at END) \
-             FROM instances WHERE status = 'running' AND due_at IS NOT NULL",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db("next_due_at"))
+        // Page through the due index in order; see `logic::fold_next_due` for why this
+        // stops after a page or two.
+        let mut best = None;
+        let mut after: Option<(i64, String)> = None;
+        loop {
+            let page: Vec<(i64, String, i64)> = match &after {
+                None => {
+                    sqlx::query_as(
+                        "SELECT due_at, id, lease_until FROM instances \
+                     WHERE status = 'running' AND due_at IS NOT NULL \
+                     ORDER BY due_at, id LIMIT $1",
+                    )
+                    .bind(logic::NEXT_DUE_PAGE)
+                    .fetch_all(&self.pool)
+                    .await
+                }
+                Some((due, id)) => {
+                    sqlx::query_as(
+                        "SELECT due_at, id, lease_until FROM instances \
+                     WHERE status = 'running' AND due_at IS NOT NULL \
+                     AND (due_at > $2 OR (due_at = $2 AND id > $3)) \
+                     ORDER BY due_at, id LIMIT $1",
+                    )
+                    .bind(logic::NEXT_DUE_PAGE)
+                    .bind(due)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                }
+            }
+            .map_err(db("next_due_at"))?;
+            match logic::fold_next_due(&mut best, &page, now) {
+                Some(next) => after = Some(next),
+                None => return Ok(best),
+            }
+        }
     }
 
     async fn renew_leases(
