@@ -1437,8 +1437,13 @@ reason = "a zero refund needs a person to look at it"
         h.reason(&a).await,
         "a zero refund needs a person to look at it"
     );
+    assert!(
+        h.get(&a).await.needs_attention,
+        "an end failed is flagged for a person"
+    );
     assert_eq!(h.status(&b).await, InstanceStatus::Completed);
     assert_eq!(h.output(&b).await, json!({"paid": money(250)}));
+    assert!(!h.get(&b).await.needs_attention);
 }
 
 #[tokio::test]
