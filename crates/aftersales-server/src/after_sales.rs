@@ -7,7 +7,7 @@ use aftersales_runtime::service::{
     AfterSales, ListQuery, ReturnRatesReport, ServiceError, ServiceOrderView, SubmitRequest,
 };
 use axum::Json as AxumJson;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::api::{
-    AppState, CancelBody, SignalBody, delivered, engine_problem, idempotency_key, instant,
-    signal_dedupe_id,
+    AppState, CancelBody, SignalBody, check_key, delivered, engine_problem, idempotency_key,
+    instant, signal_dedupe_id,
 };
 use crate::auth::Scope;
 use crate::json::Json;
+use crate::path::Path;
 use crate::problem::{Problem, codes};
 
 /// The signals a service order's workflows wait for, with what each carries.
@@ -129,6 +130,8 @@ pub(crate) async fn submit(
             "`Idempotency-Key` header is required: resend the same key to get the same answer",
         ));
     };
+    // The order id names the submit lock and the search key, both indexed.
+    check_key("order_id", &body.order_id)?;
     let kind = body.after_sales_type;
     let line = body.business_line.clone();
     let out = svc.submit(body, Some(&key)).await.map_err(|e| {
@@ -375,6 +378,7 @@ pub(crate) async fn signal(
     let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
     // A cancellation that became a return waits in its child: deliver there.
     let target = svc.signal_target(&id).await.map_err(service_problem)?;
+    crate::api::check_signal_payload(svc.engine(), &target, &name, &body.payload).await?;
     let d = svc
         .engine()
         .signal(&target, &name, &dedupe, body.payload)
@@ -517,6 +521,7 @@ pub(crate) async fn record_sales(
     }
     let mut records = Vec::with_capacity(body.sales.len());
     for (i, s) in body.sales.into_iter().enumerate() {
+        check_key(&format!("sales[{i}].id"), &s.id)?;
         let at = instant(&format!("sales[{i}].at"), &Some(s.at))?.unwrap_or_default();
         records.push(aftersales_core::store::SaleRecord {
             business_line: s.business_line,

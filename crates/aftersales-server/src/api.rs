@@ -6,13 +6,15 @@ use std::sync::Arc;
 use aftersales_adapter::{Headers, WebhookError, WebhookVerifier};
 
 use aftersales_core::engine::machine::rfc3339;
+use aftersales_core::engine::prepare;
 use aftersales_core::engine::state::{ExecState, WaitingOn};
 use aftersales_core::engine::{Engine, EngineError, StartRequest};
 use aftersales_core::graph;
+use aftersales_core::model::{FieldDecl, StepKind, WaitKind};
 use aftersales_core::store::{
     Delivered, HistoryRecord, InstanceRecord, InstanceStatus, ListFilter, StoreError,
 };
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{Auth, Scope};
 use crate::json::Json;
+use crate::path::Path;
 use crate::problem::{Problem, codes};
 
 /// What the handlers share.
@@ -88,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::path::refuse_nul))
         .with_state(state)
 }
 
@@ -167,6 +171,26 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
     }
 }
 
+/// Longest name, key or id accepted in a body, in bytes: the `Idempotency-Key` bound.
+/// These go into indexed columns, and PostgreSQL cannot index a text longer than about
+/// 2.7 KB: a longer one would fail there as "store unavailable" (a 503 inviting a retry).
+pub(crate) const MAX_KEY_LEN: usize = 255;
+
+/// Checks that a body's name, key or id field is 1 to [`MAX_KEY_LEN`] bytes.
+pub(crate) fn check_key(field: &str, value: &str) -> Result<(), Problem> {
+    if value.is_empty() || value.len() > MAX_KEY_LEN {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_BODY,
+            format!(
+                "field `{field}` must be 1 to {MAX_KEY_LEN} bytes, got {}",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The body of `POST /v1/instances`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +231,10 @@ pub(crate) async fn start(
             "`Idempotency-Key` header is required: resend the same key to get the same answer",
         ));
     };
+    check_key("business_line", &body.business_line)?;
+    if let Some(k) = &body.search_key {
+        check_key("search_key", k)?;
+    }
     let started = st
         .engine
         .start(StartRequest {
@@ -480,7 +508,8 @@ pub(crate) fn signal_dedupe_id(
     headers: &HeaderMap,
 ) -> Result<String, Problem> {
     match (in_body, idempotency_key(headers)?) {
-        (Some(d), _) | (None, Some(d)) => Ok(d),
+        (Some(d), _) => check_key("dedupe_id", &d).map(|()| d),
+        (None, Some(d)) => Ok(d),
         (None, None) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             codes::BAD_HEADER,
@@ -543,12 +572,91 @@ pub(crate) async fn signal(
 ) -> Result<Response, Problem> {
     st.auth.check(&headers, Scope::Operate)?;
     let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
+    check_signal_payload(&st.engine, &id, &name, &body.payload).await?;
     let d = st
         .engine
         .signal(&id, &name, &dedupe, body.payload)
         .await
         .map_err(engine_problem)?;
     delivered(d, &id)
+}
+
+/// Checks a signal's payload against the payload declared by the instance's waits for that
+/// signal, before anything is stored. The engine takes any payload and reads an absent or
+/// mistyped field as it comes, so `{"approved": "yes"}` for a wait that declares
+/// `approved = "bool"` would be accepted here and then fail the instance when its branch
+/// condition reads the field. A payload that fits any one of the waits for the signal
+/// passes; a signal no wait of the workflow names, or an unknown instance, is left to the
+/// engine (kept in the inbox, or 404).
+pub(crate) async fn check_signal_payload(
+    engine: &Engine,
+    id: &str,
+    name: &str,
+    payload: &Value,
+) -> Result<(), Problem> {
+    let Some(rec) = engine.get(id).await.map_err(engine_problem)? else {
+        return Ok(());
+    };
+    let wf = engine
+        .definition(&rec.workflow, Some(rec.version))
+        .await
+        .map_err(engine_problem)?;
+    let mut first: Option<(String, Vec<Value>)> = None;
+    for step in wf.all_steps() {
+        let StepKind::Wait(w) = &step.kind else {
+            continue;
+        };
+        if w.kind != WaitKind::Signal || w.name.value != name {
+            continue;
+        }
+        let errors = payload_errors(&w.payload, payload);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        first.get_or_insert((step.id.value.clone(), errors));
+    }
+    match first {
+        None => Ok(()),
+        Some((step, errors)) => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::INVALID_INPUT,
+            format!(
+                "the payload of `{name}` does not fit what step `{step}` of `{}` declares; nothing was stored",
+                rec.workflow
+            ),
+        )
+        .with_errors(errors)),
+    }
+}
+
+/// What is wrong with a signal's payload against a wait's declared fields: a required field
+/// absent or null, or any field of the wrong type. Undeclared fields are kept, as the
+/// engine does.
+fn payload_errors(declared: &[FieldDecl], payload: &Value) -> Vec<Value> {
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let Some(fields) = payload.as_object() else {
+        return vec![json!({"path": "payload", "message": "expected an object"})];
+    };
+    let mut errors = Vec::new();
+    for f in declared {
+        let path = format!("payload.{}", f.name.value);
+        match fields.get(&f.name.value) {
+            None | Some(Value::Null) if f.required => {
+                errors.push(
+                    json!({"path": path, "message": format!("required {} is missing", f.ty)}),
+                );
+            }
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                if let Err(message) = prepare::check(&f.ty, v) {
+                    errors.push(json!({"path": path, "message": message}));
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// The body of a cancel.
@@ -600,6 +708,9 @@ pub(crate) async fn event(
     Json(body): Json<EventBody>,
 ) -> Result<Response, Problem> {
     st.auth.check(&headers, Scope::Operate)?;
+    check_key("name", &body.name)?;
+    check_key("correlation", &body.correlation)?;
+    check_key("dedupe_id", &body.dedupe_id)?;
     let d = st
         .engine
         .event(&body.name, &body.correlation, &body.dedupe_id, body.payload)
@@ -727,7 +838,7 @@ pub(crate) async fn webhook(
     State(st): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let Some(verifier) = st.webhooks.get(&name) else {
         return Problem::new(
@@ -736,6 +847,27 @@ pub(crate) async fn webhook(
             format!("no webhook endpoint `{name}`; endpoints are named <business line>.<system>"),
         )
         .into_response();
+    };
+    // The raw body is read here rather than by `Json`, so its rejections (over the size
+    // limit, a broken stream) are turned into problems here too.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::TOO_LARGE,
+                "the body is larger than the limit",
+            )
+            .into_response();
+        }
+        Err(e) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_BODY,
+                format!("could not read the body: {e}"),
+            )
+            .into_response();
+        }
     };
     let pairs: Headers = headers
         .iter()

@@ -36,6 +36,7 @@ pub mod api;
 pub mod auth;
 pub mod json;
 pub mod openapi;
+pub mod path;
 pub mod problem;
 
 pub use api::{AppState, router};

@@ -62,7 +62,8 @@ pub mod codes {
     pub const BAD_BODY: &str = "AS-API-0400";
     /// A required header is missing or malformed.
     pub const BAD_HEADER: &str = "AS-API-0406";
-    /// A query parameter is malformed.
+    /// The URL is malformed: a query parameter, or a path segment that is not UTF-8 or
+    /// holds a NUL.
     pub const BAD_QUERY: &str = "AS-API-0402";
     /// No or an unknown bearer token.
     pub const UNAUTHENTICATED: &str = "AS-API-0401";
