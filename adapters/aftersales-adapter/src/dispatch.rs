@@ -7,14 +7,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::catalogue::{self, System};
-use crate::error::AdapterError;
+use crate::error::{AdapterError, ErrorClass};
 use crate::key::IdempotencyKey;
 use crate::traits::{Capabilities, Fulfillment, Notifier, OrderSystem, Payment, Warehouse};
 use crate::types::{
     Ack, ApproveReturn, CancelOrder, CarrierIntercept, Charge, ClearAfterSales, CloseAfterSales,
     CreateReturn, DeclineReturn, EntitlementRef, GetOrder, Grant, InsuranceClaim,
-    InterceptShipment, MarkAfterSales, Notification, Refund, RefundStatus, RefundStatusInput,
-    ReleaseStock, ReportRefund, RequestReturn, ReserveStock, Revoke, RmaRef, ShipReplacement,
+    InterceptShipment, MarkAfterSales, Notification, Refund, RefundLookup, RefundOutcome,
+    RefundStatus, RefundStatusInput, ReleaseStock, ReportRefund, RequestReturn, ReserveStock,
+    Revoke, RmaRef, ShipReplacement,
 };
 
 /// The events that finish a pending refund.
@@ -235,7 +236,14 @@ impl AdapterSet {
             }
             "fulfillment.grant" => cx.done(&f.grant(&cx.decode::<Grant>()?, key).await?),
             "payment.refund" => {
-                let outcome = p.refund(&cx.decode::<Refund>()?, key).await?;
+                let req = cx.decode::<Refund>()?;
+                let outcome = match p.refund(&req, key).await {
+                    Ok(outcome) => outcome,
+                    Err(e) if e.class() == ErrorClass::Permanent => {
+                        self.refund_made_anyway(&req, key, e).await?
+                    }
+                    Err(e) => return Err(e),
+                };
                 match outcome.status {
                     RefundStatus::Succeeded => cx.done(&outcome),
                     RefundStatus::Pending | RefundStatus::RequiresAction => {
@@ -283,6 +291,55 @@ impl AdapterSet {
                 cx.done(&Ack {})
             }
             _ => Err(AdapterError::unsupported(platform, name)),
+        }
+    }
+}
+
+impl AdapterSet {
+    /// A refund call refused for good: was a refund under this key made anyway?
+    ///
+    /// An earlier attempt with the same key may have taken effect and lost its answer, and a
+    /// platform does not always replay it: Stripe forgets keys after 24 hours and then refuses
+    /// a refund of a charge already refunded, and any platform may refuse an amount above
+    /// what is left — which that earlier refund used up. Taking such a refusal as final would
+    /// tell the engine that no money moved (and, before the pivot, undo the saga) while the
+    /// buyer was paid. So the payment adapter is asked by key first: a refund found is the
+    /// answer; `not_found`, or no way to ask, keeps the refusal; a question that fails is an
+    /// unknown outcome, retried with the same key.
+    async fn refund_made_anyway(
+        &self,
+        req: &Refund,
+        key: &IdempotencyKey,
+        refusal: AdapterError,
+    ) -> Result<RefundOutcome, AdapterError> {
+        if !self
+            .payment
+            .capabilities()
+            .supports("payment.refund_status")
+        {
+            return Err(refusal);
+        }
+        let lookup = RefundLookup::Key {
+            payment_id: req.payment_id.clone(),
+            key: key.clone(),
+        };
+        match self.payment.refund_status(&lookup).await {
+            Ok(state) => match (state.status, state.refund_id) {
+                (
+                    status @ (RefundStatus::Succeeded
+                    | RefundStatus::Pending
+                    | RefundStatus::RequiresAction),
+                    Some(refund_id),
+                ) => Ok(RefundOutcome { refund_id, status }),
+                _ => Err(refusal),
+            },
+            Err(e) => Err(AdapterError::unknown_outcome(
+                self.payment.platform(),
+                "payment.refund",
+                format!(
+                    "the refund was refused ({refusal}), but whether an earlier attempt with the same key was made could not be checked: {e}"
+                ),
+            )),
         }
     }
 }
@@ -351,6 +408,10 @@ mod tests {
     struct Stub {
         refund_status: RefundStatus,
         caps: Option<Capabilities>,
+        /// Refund calls are refused for good.
+        refuse_refunds: bool,
+        /// What a status query by key finds; `None`: the query itself fails.
+        by_key: Option<RefundStatus>,
     }
 
     fn cny(minor: i64) -> Money {
@@ -583,15 +644,28 @@ mod tests {
             _: &Refund,
             _: &IdempotencyKey,
         ) -> Result<RefundOutcome, AdapterError> {
+            if self.refuse_refunds {
+                return Err(AdapterError::permanent(
+                    "stub",
+                    "payment.refund",
+                    "charge already refunded",
+                ));
+            }
             Ok(RefundOutcome {
                 refund_id: "re-1".into(),
                 status: self.refund_status,
             })
         }
-        async fn refund_status(&self, _: &RefundLookup) -> Result<RefundState, AdapterError> {
+        async fn refund_status(&self, lookup: &RefundLookup) -> Result<RefundState, AdapterError> {
+            let status = match lookup {
+                RefundLookup::Id(_) => RefundStatus::Succeeded,
+                RefundLookup::Key { .. } => self.by_key.ok_or_else(|| {
+                    AdapterError::transient("stub", "payment.refund_status", "timed out")
+                })?,
+            };
             Ok(RefundState {
-                status: RefundStatus::Succeeded,
-                refund_id: Some("re-1".into()),
+                status,
+                refund_id: (status != RefundStatus::NotFound).then(|| "re-1".into()),
             })
         }
         async fn charge(
@@ -642,6 +716,8 @@ mod tests {
         set(Stub {
             refund_status: RefundStatus::Succeeded,
             caps: None,
+            refuse_refunds: false,
+            by_key: Some(RefundStatus::Succeeded),
         })
     }
 
@@ -807,6 +883,8 @@ mod tests {
         let adapters = set(Stub {
             refund_status: RefundStatus::Pending,
             caps: None,
+            refuse_refunds: false,
+            by_key: Some(RefundStatus::Succeeded),
         });
         let input = json!({"payment_id": "p1", "amount": {"minor": 500, "currency": "CNY"}});
         let out = adapters
@@ -838,6 +916,8 @@ mod tests {
         let failed = set(Stub {
             refund_status: RefundStatus::Failed,
             caps: None,
+            refuse_refunds: false,
+            by_key: Some(RefundStatus::Succeeded),
         });
         let err = failed
             .dispatch("payment.refund", &input, &key())
@@ -921,6 +1001,8 @@ mod tests {
         let adapters = set(Stub {
             refund_status: RefundStatus::Succeeded,
             caps: Some(Capabilities::required(System::Payment)),
+            refuse_refunds: false,
+            by_key: Some(RefundStatus::Succeeded),
         });
         let input = json!({"payment_id": "p1", "amount": {"minor": 1, "currency": "CNY"}});
         let err = adapters
@@ -930,5 +1012,50 @@ mod tests {
         assert_eq!(err.class, ErrorClass::Unsupported);
         assert!(adapters.capabilities().supports("payment.refund"));
         assert!(!adapters.capabilities().supports("payment.charge"));
+    }
+
+    /// A refusal after an earlier attempt took effect (its answer lost) is not taken as
+    /// final: the refund found by key is the answer; none found keeps the refusal; a lookup
+    /// that fails is an unknown outcome.
+    #[tokio::test]
+    async fn a_refused_refund_is_checked_by_key_before_it_counts_as_not_made() {
+        let input = json!({"payment_id": "p1", "amount": {"minor": 500, "currency": "CNY"}});
+        let refused = |by_key| {
+            set(Stub {
+                refund_status: RefundStatus::Succeeded,
+                caps: None,
+                refuse_refunds: true,
+                by_key,
+            })
+        };
+        let made = refused(Some(RefundStatus::Succeeded))
+            .dispatch("payment.refund", &input, &key())
+            .await
+            .unwrap();
+        let ActionOutcome::Done(output) = made else {
+            panic!("expected done, got {made:?}");
+        };
+        assert_eq!(
+            Value::Object(output),
+            json!({"refund_id": "re-1", "status": "succeeded"})
+        );
+
+        let err = refused(Some(RefundStatus::NotFound))
+            .dispatch("payment.refund", &input, &key())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Permanent);
+        assert_eq!(err.message, "charge already refunded");
+
+        let err = refused(None)
+            .dispatch("payment.refund", &input, &key())
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::UnknownOutcome);
+        assert!(
+            err.message.contains("charge already refunded"),
+            "{}",
+            err.message
+        );
     }
 }
