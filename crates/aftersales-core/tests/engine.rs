@@ -469,6 +469,20 @@ async fn a_wait_parks_the_instance_and_a_signal_resumes_it() {
         ("signal", Some("merchant.decision"))
     );
     assert_eq!(waiting[0].until, Some(T0 + 7 * DAY));
+    // A payload that does not fit the wait's declaration is refused before it is stored, so
+    // the same dedupe id is still free for the right one.
+    let err = h
+        .engine
+        .signal(&id, "merchant.decision", "m-1", json!({"approved": "yes"}))
+        .await
+        .unwrap_err();
+    match err {
+        EngineError::InvalidSignalPayload { step, errors, .. } => {
+            assert_eq!(step, "review");
+            assert_eq!(errors[0].path, "payload.approved");
+        }
+        other => panic!("expected InvalidSignalPayload, got {other:?}"),
+    }
     let d = h
         .engine
         .signal(

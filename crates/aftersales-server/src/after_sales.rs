@@ -378,7 +378,6 @@ pub(crate) async fn signal(
     let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
     // A cancellation that became a return waits in its child: deliver there.
     let target = svc.signal_target(&id).await.map_err(service_problem)?;
-    crate::api::check_signal_payload(svc.engine(), &target, &name, &body.payload).await?;
     let d = svc
         .engine()
         .signal(&target, &name, &dedupe, body.payload)

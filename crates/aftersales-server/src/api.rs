@@ -6,11 +6,9 @@ use std::sync::Arc;
 use aftersales_adapter::{Headers, WebhookError, WebhookVerifier};
 
 use aftersales_core::engine::machine::rfc3339;
-use aftersales_core::engine::prepare;
 use aftersales_core::engine::state::{ExecState, WaitingOn};
 use aftersales_core::engine::{Engine, EngineError, StartRequest};
 use aftersales_core::graph;
-use aftersales_core::model::{FieldDecl, StepKind, WaitKind};
 use aftersales_core::store::{
     Delivered, HistoryRecord, InstanceRecord, InstanceStatus, ListFilter, StoreError,
 };
@@ -108,6 +106,17 @@ pub(crate) fn engine_problem(e: EngineError) -> Problem {
                 "{} field(s) do not fit the workflow's declared inputs",
                 errors.len()
             ),
+        )
+        .with_errors(
+            errors
+                .iter()
+                .map(|e| json!({"path": e.path, "message": e.message}))
+                .collect(),
+        ),
+        EngineError::InvalidSignalPayload { ref errors, .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            codes::INVALID_INPUT,
+            e.to_string(),
         )
         .with_errors(
             errors
@@ -572,91 +581,12 @@ pub(crate) async fn signal(
 ) -> Result<Response, Problem> {
     st.auth.check(&headers, Scope::Operate)?;
     let dedupe = signal_dedupe_id(body.dedupe_id, &headers)?;
-    check_signal_payload(&st.engine, &id, &name, &body.payload).await?;
     let d = st
         .engine
         .signal(&id, &name, &dedupe, body.payload)
         .await
         .map_err(engine_problem)?;
     delivered(d, &id)
-}
-
-/// Checks a signal's payload against the payload declared by the instance's waits for that
-/// signal, before anything is stored. The engine takes any payload and reads an absent or
-/// mistyped field as it comes, so `{"approved": "yes"}` for a wait that declares
-/// `approved = "bool"` would be accepted here and then fail the instance when its branch
-/// condition reads the field. A payload that fits any one of the waits for the signal
-/// passes; a signal no wait of the workflow names, or an unknown instance, is left to the
-/// engine (kept in the inbox, or 404).
-pub(crate) async fn check_signal_payload(
-    engine: &Engine,
-    id: &str,
-    name: &str,
-    payload: &Value,
-) -> Result<(), Problem> {
-    let Some(rec) = engine.get(id).await.map_err(engine_problem)? else {
-        return Ok(());
-    };
-    let wf = engine
-        .definition(&rec.workflow, Some(rec.version))
-        .await
-        .map_err(engine_problem)?;
-    let mut first: Option<(String, Vec<Value>)> = None;
-    for step in wf.all_steps() {
-        let StepKind::Wait(w) = &step.kind else {
-            continue;
-        };
-        if w.kind != WaitKind::Signal || w.name.value != name {
-            continue;
-        }
-        let errors = payload_errors(&w.payload, payload);
-        if errors.is_empty() {
-            return Ok(());
-        }
-        first.get_or_insert((step.id.value.clone(), errors));
-    }
-    match first {
-        None => Ok(()),
-        Some((step, errors)) => Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            codes::INVALID_INPUT,
-            format!(
-                "the payload of `{name}` does not fit what step `{step}` of `{}` declares; nothing was stored",
-                rec.workflow
-            ),
-        )
-        .with_errors(errors)),
-    }
-}
-
-/// What is wrong with a signal's payload against a wait's declared fields: a required field
-/// absent or null, or any field of the wrong type. Undeclared fields are kept, as the
-/// engine does.
-fn payload_errors(declared: &[FieldDecl], payload: &Value) -> Vec<Value> {
-    if declared.is_empty() {
-        return Vec::new();
-    }
-    let Some(fields) = payload.as_object() else {
-        return vec![json!({"path": "payload", "message": "expected an object"})];
-    };
-    let mut errors = Vec::new();
-    for f in declared {
-        let path = format!("payload.{}", f.name.value);
-        match fields.get(&f.name.value) {
-            None | Some(Value::Null) if f.required => {
-                errors.push(
-                    json!({"path": path, "message": format!("required {} is missing", f.ty)}),
-                );
-            }
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                if let Err(message) = prepare::check(&f.ty, v) {
-                    errors.push(json!({"path": path, "message": message}));
-                }
-            }
-        }
-    }
-    errors
 }
 
 /// The body of a cancel.

@@ -31,7 +31,7 @@ use super::prepare::{FieldError, prepare};
 use super::state::ExecState;
 use crate::catalogue::Catalogue;
 use crate::diag::{Diagnostic, Source, render_human};
-use crate::model::Workflow;
+use crate::model::{StepKind, WaitKind, Workflow};
 use crate::parse::parse_workflow;
 use crate::store::*;
 use crate::validate::check_sources;
@@ -84,6 +84,20 @@ pub enum EngineError {
     /// The input does not fit the workflow's declared inputs.
     #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidInput(Vec<FieldError>),
+    /// A signal's payload does not fit what the instance's waits for that signal declare.
+    #[error(
+        "the payload of `{signal}` does not fit what step `{step}` of `{workflow}` declares; nothing was stored"
+    )]
+    InvalidSignalPayload {
+        /// The signal.
+        signal: String,
+        /// The first wait step for that signal.
+        step: String,
+        /// The instance's workflow.
+        workflow: String,
+        /// What does not fit that step's declaration.
+        errors: Vec<FieldError>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -385,6 +399,8 @@ impl Engine {
         dedupe_id: &str,
         payload: Value,
     ) -> Result<Delivered, EngineError> {
+        self.check_signal_payload(instance_id, name, &payload)
+            .await?;
         self.deliver(Delivery::Signal {
             instance_id: instance_id.to_owned(),
             name: name.to_owned(),
@@ -392,6 +408,52 @@ impl Engine {
             payload,
         })
         .await
+    }
+
+    /// Checks a signal's payload against the payload the instance's waits for that signal
+    /// declare, before anything is stored. A wait reads its fields as they come, so
+    /// `{"approved": "yes"}` for `approved = "bool"` would be taken and then fail the
+    /// instance at the branch that reads it. A payload that fits any one of the waits for
+    /// the signal passes (undeclared fields are kept); a signal no wait names, an unknown
+    /// instance, or one that has ended is left to the delivery (kept in the inbox, unknown,
+    /// or finished).
+    async fn check_signal_payload(
+        &self,
+        instance_id: &str,
+        name: &str,
+        payload: &Value,
+    ) -> Result<(), EngineError> {
+        let Some(rec) = self.get(instance_id).await? else {
+            return Ok(());
+        };
+        if rec.status != InstanceStatus::Running {
+            return Ok(());
+        }
+        let wf = self.definition(&rec.workflow, Some(rec.version)).await?;
+        let mut first: Option<(String, Vec<FieldError>)> = None;
+        for step in wf.all_steps() {
+            let StepKind::Wait(w) = &step.kind else {
+                continue;
+            };
+            if w.kind != WaitKind::Signal || w.name.value != name {
+                continue;
+            }
+            match prepare("payload", &w.payload, payload, true) {
+                Ok(_) => return Ok(()),
+                Err(errors) => {
+                    first.get_or_insert((step.id.value.clone(), errors));
+                }
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some((step, errors)) => Err(EngineError::InvalidSignalPayload {
+                signal: name.to_owned(),
+                step,
+                workflow: rec.workflow,
+                errors,
+            }),
+        }
     }
 
     /// Delivers an external event to whichever instance waits on `(name, correlation)`; one
