@@ -12,7 +12,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use cel::common::ast::{EntryExpr, Expr as Node, IdedExpr};
 
@@ -26,6 +26,10 @@ pub const MAX_EXPR_LEN: usize = 4096;
 /// Deepest bracket nesting accepted; deeper input is refused before parsing.
 pub const MAX_EXPR_DEPTH: usize = 48;
 
+/// CEL's standard functions and macros, built once: building them takes longer than
+/// evaluating a typical condition.
+static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
 /// A compiled CEL expression and where it was written.
 #[derive(Clone)]
 pub struct Expr {
@@ -34,6 +38,43 @@ pub struct Expr {
     /// Byte range of the text in its file.
     pub span: Range<usize>,
     program: Arc<cel::Program>,
+    /// What of the scope evaluation needs, worked out once at compile time.
+    reads: Arc<[RootRead]>,
+}
+
+/// A root the expression reads, and how much of it.
+#[derive(Debug)]
+struct RootRead {
+    root: String,
+    /// The fields it selects directly under the root (`steps.refund` → `refund`), when
+    /// every use of the root selects one; `None` when the root is used whole (`size(steps)`,
+    /// `steps[k]`), so all of it is converted.
+    fields: Option<Vec<String>>,
+}
+
+fn root_reads(program: &cel::Program) -> Vec<RootRead> {
+    let mut found = Vec::new();
+    walk(program.expression(), &mut Vec::new(), &mut found);
+    let mut reads: Vec<RootRead> = Vec::new();
+    for (path, _) in found {
+        let Some(root) = path.first() else { continue };
+        let field = path.get(1).cloned();
+        match reads.iter_mut().find(|r| &r.root == root) {
+            Some(read) => match (&mut read.fields, field) {
+                (Some(fields), Some(f)) => {
+                    if !fields.contains(&f) {
+                        fields.push(f);
+                    }
+                }
+                (fields, _) => *fields = None,
+            },
+            None => reads.push(RootRead {
+                root: root.clone(),
+                fields: field.map(|f| vec![f]),
+            }),
+        }
+    }
+    reads
 }
 
 impl fmt::Debug for Expr {
@@ -93,6 +134,7 @@ impl Expr {
             Ok(Ok(program)) => Ok(Expr {
                 source: source.to_owned(),
                 span,
+                reads: root_reads(&program).into(),
                 program: Arc::new(program),
             }),
             Ok(Err(errors)) => Err(errors
@@ -134,12 +176,25 @@ impl Expr {
             expr: self.source.clone(),
             message,
         };
-        let mut ctx = cel::Context::default();
-        if let Some(map) = scope.as_object() {
-            for (k, v) in map {
-                let value = cel::to_value(v).map_err(|e| fail(e.to_string()))?;
-                ctx.add_variable_from_value(k.as_str(), value);
+        let mut ctx = cel::Context::with_env(STDLIB.clone());
+        // Only what the expression reads is converted to CEL values: a root it selects
+        // fields of gets just those fields (the others could not be read anyway).
+        for read in self.reads.iter() {
+            let Some(v) = scope.get(&read.root) else {
+                continue;
+            };
+            let value = match (&read.fields, v) {
+                (Some(fields), serde_json::Value::Object(map)) => {
+                    let part: serde_json::Map<String, serde_json::Value> = fields
+                        .iter()
+                        .filter_map(|f| map.get(f).map(|x| (f.clone(), x.clone())))
+                        .collect();
+                    cel::to_value(serde_json::Value::Object(part))
+                }
+                _ => cel::to_value(v),
             }
+            .map_err(|e| fail(e.to_string()))?;
+            ctx.add_variable_from_value(read.root.as_str(), value);
         }
         let value = self
             .program
@@ -508,6 +563,32 @@ mod tests {
         assert!(c.eval_bool(&scope).unwrap());
         let bad = Expr::compile("input.missing.x", 0..1).unwrap();
         assert!(bad.eval(&scope).is_err());
+    }
+
+    #[test]
+    fn reads_only_what_it_needs_and_sees_the_same_values() {
+        let scope = json!({
+            "steps": {"a": {"x": 2}, "b": {"x": 3}, "c": {"x": 4}},
+            "params": {"k": true},
+        });
+        let cases = [
+            ("steps.a.x + steps.b.x", json!(5)),
+            ("has(steps.a) && !has(steps.zz)", json!(true)),
+            // The root used whole: every step is there.
+            ("size(steps)", json!(3)),
+            ("steps.a.x == 2 && size(steps) == 3", json!(true)),
+            ("steps.all(k, steps[k].x > 1)", json!(true)),
+            ("[1, 2].exists(steps, steps == 2)", json!(true)),
+            ("params.k ? steps.c.x : 0", json!(4)),
+        ];
+        for (src, want) in cases {
+            let e = Expr::compile(src, 0..src.len()).unwrap();
+            assert_eq!(e.eval(&scope).unwrap(), want, "{src}");
+        }
+        let e = Expr::compile("steps.a.x", 0..1).unwrap();
+        let read = &e.reads[0];
+        assert_eq!(read.root, "steps");
+        assert_eq!(read.fields.as_deref(), Some(&["a".to_owned()][..]));
     }
 
     #[test]
