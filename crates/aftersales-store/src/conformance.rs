@@ -239,6 +239,7 @@ macro_rules! conformance_tests {
             deliveries_to_finished_instances_change_nothing,
             children_are_created_once_and_report_to_parent,
             group_commit_applies_each_and_fences_one,
+            group_commit_writes_many_instances_at_once,
             list_instances_filters_and_pages,
             history_pages_in_order,
             next_due_at_accounts_for_leases,
@@ -1447,6 +1448,117 @@ pub async fn group_commit_applies_each_and_fences_one(store: Arc<dyn Store>) {
     let c = claim_only(store, "w3", T0 + LEASE + 2, "c").await;
     assert_eq!(c.inbox.len(), 1);
     assert_eq!(c.inbox[0].payload, json!("from a"));
+}
+
+/// A batch of commits that each write only their own instance (written set-wise by the SQL
+/// stores) gives every instance exactly what its own commit would: history numbered after its
+/// own last event, its messages consumed, its waits replaced; a fenced one writes nothing,
+/// and two commits of one instance in a batch apply in order.
+pub async fn group_commit_writes_many_instances_at_once(store: Arc<dyn Store>) {
+    let store = &*store;
+    for id in ["a", "b", "c", "d"] {
+        create(store, new_instance(id, T0)).await;
+    }
+    assert_eq!(signal(store, "a", "sig", "a1", T0).await, accepted(&["a"]));
+    assert_eq!(signal(store, "b", "sig", "b1", T0).await, accepted(&["b"]));
+    let claimed = claim(store, "w1", T0).await;
+    assert_eq!(ids(&claimed), vec!["a", "b", "c", "d"]);
+    let by = |id: &str| claimed.iter().find(|c| c.instance.id == id).unwrap();
+    // `a`'s history gets a second event first, so the batch's events follow different
+    // last sequence numbers.
+    let mut a0 = commit_of(by("a"), T0 + 1);
+    a0.release = false;
+    a0.due_at = Some(T0 + 1);
+    a0.history = vec![history_event("a-pre", T0 + 1)];
+    assert_eq!(commit1(store, a0).await, CommitOutcome::Applied);
+
+    let now = T0 + 10;
+    let mut a = commit_of(by("a"), now);
+    a.state = json!({ "n": "a" });
+    a.due_at = Some(T0 + 500);
+    a.history = vec![history_event("a1", now), history_event("a2", now)];
+    a.consumed = vec![by("a").inbox[0].id];
+    a.waits = waits(&[("x", "k1")]);
+    let mut b = commit_of(by("b"), now);
+    b.status = InstanceStatus::Completed;
+    b.state = json!({ "n": "b" });
+    b.history = vec![history_event("b1", now)];
+    b.consumed = vec![by("b").inbox[0].id];
+    // An ended instance waits for nothing, whatever its commit says.
+    b.waits = waits(&[("y", "k2")]);
+    let mut c = commit_of(by("c"), now);
+    c.lease_version += 1;
+    c.state = json!({ "n": "stale" });
+    c.history = vec![history_event("c1", now)];
+    let mut d1 = commit_of(by("d"), now);
+    d1.release = false;
+    d1.state = json!({ "n": "d1" });
+    d1.history = vec![history_event("d1", now)];
+    let mut d2 = commit_of(by("d"), now);
+    d2.state = json!({ "n": "d2" });
+    d2.history = vec![history_event("d2", now)];
+    d2.waits = waits(&[("z", "k3")]);
+    assert_eq!(
+        store.commit(vec![a, b, c, d1, d2]).await.unwrap(),
+        vec![
+            CommitOutcome::Applied,
+            CommitOutcome::Applied,
+            CommitOutcome::Fenced,
+            CommitOutcome::Applied,
+            CommitOutcome::Applied,
+        ]
+    );
+
+    let seqs = |id: &'static str| async move {
+        store
+            .history(id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.seq, h.event.kind))
+            .collect::<Vec<_>>()
+    };
+    let started = (1, "instance_started".to_owned());
+    assert_eq!(
+        seqs("a").await,
+        vec![
+            started.clone(),
+            (2, "a-pre".to_owned()),
+            (3, "a1".to_owned()),
+            (4, "a2".to_owned())
+        ]
+    );
+    assert_eq!(seqs("b").await, vec![started.clone(), (2, "b1".to_owned())]);
+    assert_eq!(seqs("c").await, vec![started.clone()]);
+    assert_eq!(
+        seqs("d").await,
+        vec![started, (2, "d1".to_owned()), (3, "d2".to_owned())]
+    );
+
+    let ra = get(store, "a").await;
+    assert_eq!((ra.state, ra.due_at), (json!({ "n": "a" }), Some(T0 + 500)));
+    let rb = get(store, "b").await;
+    assert_eq!((rb.status, rb.due_at), (InstanceStatus::Completed, None));
+    assert_eq!(get(store, "c").await.state, new_instance("c", T0).state);
+    assert_eq!(get(store, "d").await.state, json!({ "n": "d2" }));
+
+    // Waits: `a` on k1, `d` on k3, `b` (ended) on nothing.
+    assert_eq!(
+        event(store, "x", "k1", "e1", now + 1).await,
+        accepted(&["a"])
+    );
+    assert_eq!(
+        event(store, "z", "k3", "e2", now + 1).await,
+        accepted(&["d"])
+    );
+    assert_eq!(
+        event(store, "y", "k2", "e3", now + 1).await,
+        Delivered::Buffered
+    );
+    // The consumed signals are gone from the next claim; the new event is there.
+    let again = claim(store, "w2", now + 1).await;
+    let a_again = again.iter().find(|c| c.instance.id == "a").unwrap();
+    assert_eq!(kinds(&a_again.inbox), vec![(MessageKind::Event, "x", "e1")]);
 }
 
 /// Listing filters by every field, pages by id newest first, and returns at least one row.

@@ -3,7 +3,7 @@
 //! name in `aftersales_core::store::memory`, step for step; a backend supplies the row
 //! operations ([`Tx`]) inside one open transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aftersales_core::store::memory::name_matches;
 use aftersales_core::store::{
@@ -21,8 +21,29 @@ pub(crate) struct Head {
     pub wake: i64,
 }
 
+/// Heads keyed by instance id, from `(id, status, lease_version, wake)` rows.
+pub(crate) fn heads(
+    rows: Vec<(String, String, i64, i64)>,
+) -> Result<HashMap<String, Head>, StoreError> {
+    rows.into_iter()
+        .map(|(id, status, lease_version, wake)| {
+            let status = InstanceStatus::parse(&status).ok_or_else(|| {
+                StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
+            })?;
+            Ok((
+                id,
+                Head {
+                    status,
+                    lease_version,
+                    wake,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The columns a commit sets on its instance.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct InstanceUpdate<'a> {
     pub id: &'a str,
     pub status: InstanceStatus,
@@ -49,6 +70,10 @@ pub(crate) trait Tx: Send {
     /// Locks these instance rows (those that exist), in id order, until the transaction ends.
     async fn lock_instances(&mut self, ids: &[String]) -> Result<(), StoreError>;
 
+    /// Locks these instance rows (those that exist), in id order, until the transaction ends,
+    /// and returns the head of each: one statement for a whole batch of commits.
+    async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError>;
+
     /// Status, lease version and wake counter of an instance.
     async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError>;
 
@@ -62,20 +87,28 @@ pub(crate) trait Tx: Send {
     /// (by a concurrent transaction, since the caller looked first).
     async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError>;
 
+    /// Appends each instance's history events after its last sequence number, for many
+    /// instances in one statement (each instance at most once).
+    async fn append_histories(&mut self, items: &[(&str, &[NewHistory])])
+    -> Result<(), StoreError>;
+
     /// Appends history events after the instance's last sequence number.
-    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError>;
+    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
+        self.append_histories(&[(id, events)]).await
+    }
 
-    /// Sets what a commit changes on the instance row.
-    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError>;
+    /// Sets what each commit changes on its instance row, in one statement (each instance at
+    /// most once).
+    async fn update_instances(&mut self, updates: &[InstanceUpdate<'_>]) -> Result<(), StoreError>;
 
-    /// Marks these inbox messages of the instance consumed.
-    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError>;
+    /// Marks inbox messages consumed: `(instance id, message id)` pairs, in one statement.
+    async fn mark_consumed(&mut self, pairs: &[(&str, i64)]) -> Result<(), StoreError>;
 
-    /// Replaces the instance's waits.
+    /// Replaces the waits of each instance, in one statement per table (each instance at most
+    /// once; an empty list removes its waits).
     async fn replace_waits(
         &mut self,
-        id: &str,
-        waits: &[(String, String)],
+        items: &[(&str, &[(String, String)])],
     ) -> Result<(), StoreError>;
 
     /// Buffered events with one of these correlation keys, oldest first; `id` is the buffer's.
@@ -150,7 +183,17 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
     )))
 }
 
-/// `MemoryStore::commit`: each commit fenced by its lease version, applied in order.
+/// `MemoryStore::commit`: each commit fenced by its lease version.
+///
+/// Most commits of a batch write only their own instance: its row, history, consumed
+/// messages and waits. Those are written set-wise, a statement per table for the whole batch,
+/// so a batch of 64 costs about as many round trips as one commit (the store's raw limit is
+/// rows in batched transactions, not statements). A commit that reaches another instance
+/// (starts children, tells its parent it ended, cancels children), or whose instance such a
+/// commit reaches or that appears twice, is applied alone afterwards, in batch order, reading
+/// its head again. The two groups touch disjoint instance rows, so the result is the one
+/// the batch order gives, except which of two commits of one batch that start waiting on the
+/// same correlation key takes a buffered event — a race between concurrent commits anyway.
 pub(crate) async fn commit<T: Tx + ?Sized>(
     tx: &mut T,
     commits: &[Commit],
@@ -164,21 +207,146 @@ pub(crate) async fn commit<T: Tx + ?Sized>(
         .collect();
     tx.lock_correlations(&keys.into_iter().collect::<Vec<_>>(), &ids)
         .await?;
-    let mut rows: BTreeSet<String> = ids.into_iter().collect();
+    let mut reached: HashSet<&str> = HashSet::new();
     for c in commits {
-        rows.extend(c.notify_parent.iter().map(|(p, _)| p.clone()));
-        rows.extend(c.cancel_children.iter().cloned());
+        reached.extend(c.notify_parent.iter().map(|(p, _)| p.as_str()));
+        reached.extend(c.cancel_children.iter().map(String::as_str));
+        reached.extend(c.children.iter().map(|n| n.id.as_str()));
     }
-    tx.lock_instances(&rows.into_iter().collect::<Vec<_>>())
-        .await?;
+    let mut rows: BTreeSet<String> = ids.iter().cloned().collect();
+    rows.extend(reached.iter().map(|r| (*r).to_owned()));
+    let heads = tx.lock_heads(&rows.into_iter().collect::<Vec<_>>()).await?;
 
-    let mut out = Vec::with_capacity(commits.len());
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     for c in commits {
-        out.push(commit_one(tx, c).await?);
+        *seen.entry(c.instance_id.as_str()).or_default() += 1;
     }
-    Ok(out)
+    let alone = |c: &Commit| {
+        !c.children.is_empty()
+            || c.notify_parent.is_some()
+            || !c.cancel_children.is_empty()
+            || reached.contains(c.instance_id.as_str())
+            || seen.get(c.instance_id.as_str()).copied().unwrap_or(0) > 1
+    };
+
+    let mut out: Vec<Option<CommitOutcome>> = vec![None; commits.len()];
+    let mut set_wise: Vec<(&Commit, Planned<'_>)> = Vec::new();
+    for (i, c) in commits.iter().enumerate() {
+        if alone(c) {
+            continue;
+        }
+        match heads.get(&c.instance_id) {
+            Some(head) if head.lease_version == c.lease_version => {
+                set_wise.push((c, plan(c, head)));
+                out[i] = Some(CommitOutcome::Applied);
+            }
+            _ => out[i] = Some(CommitOutcome::Fenced),
+        }
+    }
+    write_set_wise(tx, &set_wise).await?;
+
+    for (i, c) in commits.iter().enumerate() {
+        if out[i].is_none() {
+            out[i] = Some(commit_one(tx, c).await?);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
 }
 
+/// What a commit writes on its own instance, given the head it was fenced against.
+struct Planned<'a> {
+    update: InstanceUpdate<'a>,
+    waits: &'a [(String, String)],
+}
+
+fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
+    let is_final = c.status.is_final();
+    let due_at = if is_final {
+        None
+    } else if head.wake != c.wake_seen {
+        // A message arrived after the claim: look again now.
+        Some(c.due_at.map_or(c.now, |d| d.min(c.now)))
+    } else {
+        c.due_at
+    };
+    Planned {
+        update: InstanceUpdate {
+            id: &c.instance_id,
+            status: c.status,
+            state: &c.state,
+            due_at,
+            needs_attention: c.needs_attention,
+            release: c.release || is_final,
+            now: c.now,
+        },
+        waits: if is_final { &[] } else { &c.waits },
+    }
+}
+
+/// Writes the planned commits of distinct instances, a statement per table, then hands each
+/// the buffered events it now waits for, oldest first, in batch order.
+async fn write_set_wise<T: Tx + ?Sized>(
+    tx: &mut T,
+    planned: &[(&Commit, Planned<'_>)],
+) -> Result<(), StoreError> {
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let updates: Vec<InstanceUpdate<'_>> = planned.iter().map(|(_, p)| p.update.clone()).collect();
+    tx.update_instances(&updates).await?;
+    let histories: Vec<(&str, &[NewHistory])> = planned
+        .iter()
+        .filter(|(c, _)| !c.history.is_empty())
+        .map(|(c, _)| (c.instance_id.as_str(), c.history.as_slice()))
+        .collect();
+    if !histories.is_empty() {
+        tx.append_histories(&histories).await?;
+    }
+    let consumed: Vec<(&str, i64)> = planned
+        .iter()
+        .flat_map(|(c, _)| c.consumed.iter().map(|m| (c.instance_id.as_str(), *m)))
+        .collect();
+    if !consumed.is_empty() {
+        tx.mark_consumed(&consumed).await?;
+    }
+    let waits: Vec<(&str, &[(String, String)])> = planned
+        .iter()
+        .map(|(c, p)| (c.instance_id.as_str(), p.waits))
+        .collect();
+    tx.replace_waits(&waits).await?;
+
+    // Buffered events that these instances now wait for are handed over, oldest first: one
+    // read for the whole batch, which is empty unless events arrived before their waiter.
+    let correlations: Vec<String> = planned
+        .iter()
+        .flat_map(|(_, p)| p.waits.iter().map(|(_, k)| k.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if correlations.is_empty() {
+        return Ok(());
+    }
+    let mut buffered = tx.buffered_for(&correlations).await?;
+    for (c, p) in planned {
+        let (matching, rest): (Vec<InboxMessage>, Vec<InboxMessage>) =
+            buffered.into_iter().partition(|m| {
+                p.waits.iter().any(|(n, k)| {
+                    name_matches(n, &m.name) && m.correlation.as_deref() == Some(k.as_str())
+                })
+            });
+        buffered = rest;
+        if !matching.is_empty() {
+            let buffer_ids: Vec<i64> = matching.iter().map(|m| m.id).collect();
+            tx.delete_buffered(&buffer_ids).await?;
+            for m in &matching {
+                push_message(tx, &c.instance_id, m, c.now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One commit on its own, reading its head under the lock the batch already holds.
 async fn commit_one<T: Tx + ?Sized>(tx: &mut T, c: &Commit) -> Result<CommitOutcome, StoreError> {
     let head = match tx.head(&c.instance_id).await? {
         Some(head) if head.lease_version == c.lease_version => head,
@@ -190,58 +358,7 @@ async fn commit_one<T: Tx + ?Sized>(tx: &mut T, c: &Commit) -> Result<CommitOutc
     for child in &c.children {
         create_instance(tx, child).await?;
     }
-    let is_final = c.status.is_final();
-    let due_at = if is_final {
-        None
-    } else if head.wake != c.wake_seen {
-        // A message arrived after the claim: look again now.
-        Some(c.due_at.map_or(c.now, |d| d.min(c.now)))
-    } else {
-        c.due_at
-    };
-    tx.update_instance(&InstanceUpdate {
-        id: &c.instance_id,
-        status: c.status,
-        state: &c.state,
-        due_at,
-        needs_attention: c.needs_attention,
-        release: c.release || is_final,
-        now: c.now,
-    })
-    .await?;
-    tx.append_history(&c.instance_id, &c.history).await?;
-    if !c.consumed.is_empty() {
-        tx.mark_consumed(&c.instance_id, &c.consumed).await?;
-    }
-    let waits: &[(String, String)] = if is_final { &[] } else { &c.waits };
-    tx.replace_waits(&c.instance_id, waits).await?;
-
-    // Buffered events that this instance now waits for are handed over, oldest first.
-    if !waits.is_empty() {
-        let correlations: Vec<String> = waits
-            .iter()
-            .map(|(_, k)| k.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let matching: Vec<InboxMessage> = tx
-            .buffered_for(&correlations)
-            .await?
-            .into_iter()
-            .filter(|m| {
-                waits.iter().any(|(n, k)| {
-                    name_matches(n, &m.name) && m.correlation.as_deref() == Some(k.as_str())
-                })
-            })
-            .collect();
-        if !matching.is_empty() {
-            let buffer_ids: Vec<i64> = matching.iter().map(|m| m.id).collect();
-            tx.delete_buffered(&buffer_ids).await?;
-            for m in &matching {
-                push_message(tx, &c.instance_id, m, c.now).await?;
-            }
-        }
-    }
+    write_set_wise(tx, &[(c, plan(c, &head))]).await?;
 
     if let Some((parent, payload)) = &c.notify_parent {
         let msg = InboxMessage {

@@ -1,5 +1,6 @@
 //! The PostgreSQL store: several engine processes may share one database.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Transaction};
 
 use crate::error::db;
-use crate::logic::{self, Head, InstanceUpdate, Tx};
+use crate::logic::{self, Head, InstanceUpdate, Tx, heads};
 use crate::rows::{
     DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
     sql_limit,
@@ -244,6 +245,22 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // `FOR UPDATE` above the sort: rows are locked in id order.
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, status, lease_version, wake FROM instances WHERE id = ANY($1) \
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(ids)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("lock instances"))?;
+        heads(rows)
+    }
+
     async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
         let row: Option<(String, i64, i64)> = sqlx::query_as(
             "SELECT status, lease_version, wake FROM instances WHERE id = $1 FOR UPDATE",
@@ -308,88 +325,136 @@ impl Tx for PgTx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    async fn append_histories(
+        &mut self,
+        items: &[(&str, &[NewHistory])],
+    ) -> Result<(), StoreError> {
+        let rows = items.iter().map(|(_, e)| e.len()).sum();
+        let mut ids: Vec<&str> = Vec::with_capacity(rows);
+        let mut ords: Vec<i64> = Vec::with_capacity(rows);
+        let mut ats: Vec<i64> = Vec::with_capacity(rows);
+        let mut kinds: Vec<&str> = Vec::with_capacity(rows);
+        let mut steps: Vec<Option<&str>> = Vec::with_capacity(rows);
+        let mut attempts: Vec<Option<i64>> = Vec::with_capacity(rows);
+        let mut data: Vec<String> = Vec::with_capacity(rows);
+        for (id, events) in items {
+            for (ord, h) in (1..).zip(events.iter()) {
+                ids.push(id);
+                ords.push(ord);
+                ats.push(h.at);
+                kinds.push(&h.kind);
+                steps.push(h.step.as_deref());
+                attempts.push(h.attempt.map(i64::from));
+                data.push(json_text(&h.data)?);
+            }
+        }
+        if ids.is_empty() {
             return Ok(());
         }
-        let last: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = $1")
-                .bind(id)
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db("read history"))?;
-        for (seq, h) in (last + 1..).zip(events) {
-            sqlx::query(
-                "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(h.at)
-            .bind(&h.kind)
-            .bind(&h.step)
-            .bind(h.attempt.map(i64::from))
-            .bind(json_text(&h.data)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("append history"))?;
-        }
+        // The subquery reads the statement's snapshot, which does not hold the rows being
+        // inserted: each instance's events follow its last sequence number in order.
+        sqlx::query(
+            "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
+             SELECT u.id, COALESCE((SELECT MAX(h.seq) FROM history h \
+                 WHERE h.instance_id = u.id), 0) + u.ord, \
+             u.at, u.kind, u.step, u.attempt, u.data::jsonb \
+             FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], \
+                 $6::int8[], $7::text[]) AS u(id, ord, at, kind, step, attempt, data)",
+        )
+        .bind(ids)
+        .bind(ords)
+        .bind(ats)
+        .bind(kinds)
+        .bind(steps)
+        .bind(attempts)
+        .bind(data)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("append history"))?;
         Ok(())
     }
 
-    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError> {
+    async fn update_instances(&mut self, updates: &[InstanceUpdate<'_>]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = updates.iter().map(|u| u.id).collect();
+        let statuses: Vec<&str> = updates.iter().map(|u| u.status.as_str()).collect();
+        let states: Vec<String> = updates
+            .iter()
+            .map(|u| json_text(u.state))
+            .collect::<Result<_, _>>()?;
+        let due: Vec<Option<i64>> = updates.iter().map(|u| u.due_at).collect();
+        let attention: Vec<bool> = updates.iter().map(|u| u.needs_attention).collect();
+        let now: Vec<i64> = updates.iter().map(|u| u.now).collect();
+        let release: Vec<bool> = updates.iter().map(|u| u.release).collect();
         sqlx::query(
-            "UPDATE instances SET status = $2, state = $3::jsonb, due_at = $4, \
-             needs_attention = $5, updated_at = $6, \
-             lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN $7 THEN 0 ELSE lease_until END \
-             WHERE id = $1",
+            "UPDATE instances AS i SET status = u.status, state = u.state::jsonb, \
+             due_at = u.due_at, needs_attention = u.attention, updated_at = u.now, \
+             lease_owner = CASE WHEN u.release THEN NULL ELSE i.lease_owner END, \
+             lease_until = CASE WHEN u.release THEN 0 ELSE i.lease_until END \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], \
+                 $6::int8[], $7::bool[]) AS u(id, status, state, due_at, attention, now, release) \
+             WHERE i.id = u.id",
         )
-        .bind(u.id)
-        .bind(u.status.as_str())
-        .bind(json_text(u.state)?)
-        .bind(u.due_at)
-        .bind(u.needs_attention)
-        .bind(u.now)
-        .bind(u.release)
+        .bind(ids)
+        .bind(statuses)
+        .bind(states)
+        .bind(due)
+        .bind(attention)
+        .bind(now)
+        .bind(release)
         .execute(&mut *self.0)
         .await
         .map_err(db("update instance"))?;
         Ok(())
     }
 
-    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET consumed = TRUE WHERE instance_id = $1 AND id = ANY($2)")
-            .bind(id)
-            .bind(msg_ids)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("consume messages"))?;
+    async fn mark_consumed(&mut self, pairs: &[(&str, i64)]) -> Result<(), StoreError> {
+        let (ids, msgs): (Vec<&str>, Vec<i64>) = pairs.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE inbox SET consumed = TRUE \
+             FROM UNNEST($1::text[], $2::int8[]) AS u(instance_id, id) \
+             WHERE inbox.instance_id = u.instance_id AND inbox.id = u.id",
+        )
+        .bind(ids)
+        .bind(msgs)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("consume messages"))?;
         Ok(())
     }
 
     async fn replace_waits(
         &mut self,
-        id: &str,
-        waits: &[(String, String)],
+        items: &[(&str, &[(String, String)])],
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM waits WHERE instance_id = $1")
-            .bind(id)
+        let ids: Vec<&str> = items.iter().map(|(id, _)| *id).collect();
+        sqlx::query("DELETE FROM waits WHERE instance_id = ANY($1)")
+            .bind(&ids)
             .execute(&mut *self.0)
             .await
             .map_err(db("replace waits"))?;
-        if waits.is_empty() {
+        let mut owners: Vec<&str> = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut correlations: Vec<&str> = Vec::new();
+        for (id, waits) in items {
+            for (name, correlation) in *waits {
+                owners.push(id);
+                names.push(name);
+                correlations.push(correlation);
+            }
+        }
+        if owners.is_empty() {
             return Ok(());
         }
-        let (names, correlations): (Vec<&str>, Vec<&str>) =
-            waits.iter().map(|(n, k)| (n.as_str(), k.as_str())).unzip();
         sqlx::query(
             "INSERT INTO waits (instance_id, name, correlation) \
-             SELECT $1, w.name, w.correlation \
-             FROM UNNEST($2::text[], $3::text[]) AS w(name, correlation) \
+             SELECT w.instance_id, w.name, w.correlation \
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS w(instance_id, name, correlation) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(id)
+        .bind(owners)
         .bind(names)
         .bind(correlations)
         .execute(&mut *self.0)

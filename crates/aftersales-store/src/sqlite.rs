@@ -1,5 +1,6 @@
 //! The SQLite store: one file, WAL, one writer.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use aftersales_core::store::{
     SaleRecord, SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
+use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -16,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::error::db;
-use crate::logic::{self, Head, InstanceUpdate, Tx};
+use crate::logic::{self, Head, InstanceUpdate, Tx, heads};
 use crate::rows::{
     DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
     sql_limit,
@@ -166,6 +168,22 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // The write transaction already excludes every other writer: reading is locking.
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, status, lease_version, wake FROM instances \
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(ids)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read instances"))?;
+        heads(rows)
+    }
+
     async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
         let row: Option<(String, i64, i64)> =
             sqlx::query_as("SELECT status, lease_version, wake FROM instances WHERE id = ?1")
@@ -228,63 +246,83 @@ impl Tx for SqliteTx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    async fn append_histories(
+        &mut self,
+        items: &[(&str, &[NewHistory])],
+    ) -> Result<(), StoreError> {
+        // One JSON array of rows for the whole batch: `[id, ord, at, kind, step, attempt,
+        // data]`, with the data as a string so it is stored exactly as serialised.
+        let mut rows: Vec<Value> = Vec::new();
+        for (id, events) in items {
+            for (ord, h) in (1i64..).zip(events.iter()) {
+                rows.push(json!([
+                    id,
+                    ord,
+                    h.at,
+                    h.kind,
+                    h.step,
+                    h.attempt,
+                    json_text(&h.data)?
+                ]));
+            }
+        }
+        if rows.is_empty() {
             return Ok(());
         }
-        let last: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")
-                .bind(id)
-                .fetch_one(&mut *self.0)
-                .await
-                .map_err(db("read history"))?;
-        for (seq, h) in (last + 1..).zip(events) {
-            sqlx::query(
-                "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(id)
-            .bind(seq)
-            .bind(h.at)
-            .bind(&h.kind)
-            .bind(&h.step)
-            .bind(h.attempt.map(i64::from))
-            .bind(json_text(&h.data)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("append history"))?;
-        }
+        // SQLite runs a SELECT that reads the table it inserts into to completion first, so
+        // each instance's events follow its last sequence number in order.
+        sqlx::query(
+            "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
+             SELECT u.value ->> 0, COALESCE((SELECT MAX(h.seq) FROM history h \
+                 WHERE h.instance_id = u.value ->> 0), 0) + (u.value ->> 1), \
+             u.value ->> 2, u.value ->> 3, u.value ->> 4, u.value ->> 5, u.value ->> 6 \
+             FROM json_each(?1) AS u",
+        )
+        .bind(json_text(&Value::Array(rows))?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("append history"))?;
         Ok(())
     }
 
-    async fn update_instance(&mut self, u: &InstanceUpdate<'_>) -> Result<(), StoreError> {
+    async fn update_instances(&mut self, updates: &[InstanceUpdate<'_>]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let rows = updates
+            .iter()
+            .map(|u| {
+                Ok(json!([
+                    u.id,
+                    u.status.as_str(),
+                    json_text(u.state)?,
+                    u.due_at,
+                    u.needs_attention,
+                    u.now,
+                    u.release
+                ]))
+            })
+            .collect::<Result<Vec<Value>, StoreError>>()?;
         sqlx::query(
-            "UPDATE instances SET status = ?2, state = ?3, due_at = ?4, needs_attention = ?5, \
-             updated_at = ?6, \
-             lease_owner = CASE WHEN ?7 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN ?7 THEN 0 ELSE lease_until END \
-             WHERE id = ?1",
+            "UPDATE instances SET status = u.value ->> 1, state = u.value ->> 2, \
+             due_at = u.value ->> 3, needs_attention = u.value ->> 4, updated_at = u.value ->> 5, \
+             lease_owner = CASE WHEN u.value ->> 6 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN u.value ->> 6 THEN 0 ELSE lease_until END \
+             FROM json_each(?1) AS u WHERE instances.id = u.value ->> 0",
         )
-        .bind(u.id)
-        .bind(u.status.as_str())
-        .bind(json_text(u.state)?)
-        .bind(u.due_at)
-        .bind(u.needs_attention)
-        .bind(u.now)
-        .bind(u.release)
+        .bind(json_text(&Value::Array(rows))?)
         .execute(&mut *self.0)
         .await
         .map_err(db("update instance"))?;
         Ok(())
     }
 
-    async fn mark_consumed(&mut self, id: &str, msg_ids: &[i64]) -> Result<(), StoreError> {
+    async fn mark_consumed(&mut self, pairs: &[(&str, i64)]) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE inbox SET consumed = 1 \
-             WHERE instance_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
+            "UPDATE inbox SET consumed = 1 FROM json_each(?1) AS u \
+             WHERE inbox.id = u.value ->> 1 AND inbox.instance_id = u.value ->> 0",
         )
-        .bind(id)
-        .bind(json_list(msg_ids)?)
+        .bind(json_list(pairs)?)
         .execute(&mut *self.0)
         .await
         .map_err(db("consume messages"))?;
@@ -293,26 +331,35 @@ impl Tx for SqliteTx {
 
     async fn replace_waits(
         &mut self,
-        id: &str,
-        waits: &[(String, String)],
+        items: &[(&str, &[(String, String)])],
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM waits WHERE instance_id = ?1")
-            .bind(id)
+        let ids: Vec<&str> = items.iter().map(|(id, _)| *id).collect();
+        sqlx::query("DELETE FROM waits WHERE instance_id IN (SELECT value FROM json_each(?1))")
+            .bind(json_list(&ids)?)
             .execute(&mut *self.0)
             .await
             .map_err(db("replace waits"))?;
-        for (name, correlation) in waits {
-            sqlx::query(
-                "INSERT INTO waits (instance_id, name, correlation) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(correlation)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("replace waits"))?;
+        let rows: Vec<(&str, &str, &str)> = items
+            .iter()
+            .flat_map(|(id, waits)| {
+                waits
+                    .iter()
+                    .map(move |(n, k)| (*id, n.as_str(), k.as_str()))
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
         }
+        // `WHERE true` tells the parser the `ON CONFLICT` is the upsert clause.
+        sqlx::query(
+            "INSERT INTO waits (instance_id, name, correlation) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(json_list(&rows)?)
+        .execute(&mut *self.0)
+        .await
+        .map_err(db("replace waits"))?;
         Ok(())
     }
 
