@@ -110,6 +110,10 @@ fn lock_held(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How long a busy worker waits for an eighth of its slots to free up before it claims
+/// for fewer.
+const CLAIM_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -570,12 +574,27 @@ impl Engine {
             ),
         }
         let mut backoff_ms: u64 = 100;
+        let claim_min = (cfg.concurrency / 8).max(1);
         loop {
             let stopping = *shutdown.borrow();
             if stopping {
                 break;
             }
-            let free = cfg.concurrency.saturating_sub(set.len());
+            let mut free = cfg.concurrency.saturating_sub(set.len());
+            if free > 0 && free < claim_min && !set.is_empty() {
+                // Busy: a claim costs a store transaction whether it takes one instance or
+                // many, so let a few more slots free up first, for at most a moment.
+                let wait = tokio::time::sleep(CLAIM_GATHER);
+                tokio::pin!(wait);
+                while free < claim_min && !set.is_empty() {
+                    tokio::select! {
+                        _ = set.join_next() => {}
+                        _ = &mut wait => break,
+                        _ = shutdown.changed() => break,
+                    }
+                    free = cfg.concurrency.saturating_sub(set.len());
+                }
+            }
             let mut claimed_n = 0;
             if free > 0 {
                 let now = self.clock.now_ms();
