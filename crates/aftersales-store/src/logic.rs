@@ -183,6 +183,23 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
     )))
 }
 
+/// [`create_instance`] for each, in order, in one transaction: a key conflict is that
+/// request's answer (it wrote nothing); any other error fails them all.
+pub(crate) async fn create_instances<T: Tx + ?Sized>(
+    tx: &mut T,
+    news: &[NewInstance],
+) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+    let mut out = Vec::with_capacity(news.len());
+    for new in news {
+        match create_instance(tx, new).await {
+            Ok(created) => out.push(Ok(created)),
+            Err(e @ StoreError::KeyConflict { .. }) => out.push(Err(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// `MemoryStore::commit`: each commit fenced by its lease version.
 ///
 /// Most commits of a batch write only their own instance: its row, history, consumed

@@ -628,6 +628,19 @@ impl Store for PgStore {
         Ok(created)
     }
 
+    async fn create_instances(
+        &self,
+        news: Vec<NewInstance>,
+    ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+        let mut tx = self.begin("create_instance").await?;
+        let out = logic::create_instances(&mut tx, &news).await?;
+        tx.commit("create_instance").await?;
+        if out.iter().any(|c| matches!(c, Ok(Created::New(_)))) {
+            self.wake.poke(&self.pool);
+        }
+        Ok(out)
+    }
+
     async fn claim_due(
         &self,
         owner: &str,

@@ -525,6 +525,16 @@ impl Store for SqliteStore {
         Ok(created)
     }
 
+    async fn create_instances(
+        &self,
+        news: Vec<NewInstance>,
+    ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+        let mut tx = self.begin("create_instance").await?;
+        let out = logic::create_instances(&mut tx, &news).await?;
+        tx.commit("create_instance").await?;
+        Ok(out)
+    }
+
     async fn claim_due(
         &self,
         owner: &str,

@@ -192,7 +192,15 @@ pub struct Engine {
     catalogue: Catalogue,
     defs: RwLock<HashMap<DefKey, Arc<Workflow>>>,
     wake: Notify,
+    /// The group committer for starts, spawned by the first start.
+    starter: std::sync::OnceLock<mpsc::Sender<StartItem>>,
 }
+
+/// A create waiting for the start committer, and where its answer goes.
+type StartItem = (NewInstance, oneshot::Sender<Result<Created, StoreError>>);
+
+/// Most starts written in one store transaction.
+const START_BATCH: usize = 64;
 
 impl Engine {
     /// An engine over a store, a clock and a dispatcher; `catalogue` is what deployed
@@ -210,6 +218,7 @@ impl Engine {
             catalogue,
             defs: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            starter: std::sync::OnceLock::new(),
         }
     }
 
@@ -379,7 +388,7 @@ impl Engine {
             meta: req.meta.clone(),
             now,
         })?;
-        let created = self.store.create_instance(new).await?;
+        let created = self.create(new).await?;
         if matches!(created, Created::New(_)) {
             metrics::counter!(
                 "aftersales_instances_started_total",
@@ -393,6 +402,49 @@ impl Engine {
             id: created.id().to_owned(),
             created: matches!(created, Created::New(_)),
         })
+    }
+
+    /// Creates an instance through the start committer: concurrent starts share one store
+    /// transaction (group commit), and each answers once that transaction is durable.
+    async fn create(&self, new: NewInstance) -> Result<Created, StoreError> {
+        let starter = self.starter.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<StartItem>(START_BATCH * 4);
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < START_BATCH {
+                        match rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    let (news, replies): (Vec<NewInstance>, Vec<_>) = batch.into_iter().unzip();
+                    match store.create_instances(news).await {
+                        Ok(outcomes) => {
+                            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                                let _ = reply.send(outcome);
+                            }
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                            }
+                        }
+                    }
+                }
+            });
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        match starter.send((new, reply)).await {
+            Ok(()) => answer.await.map_err(|_| {
+                StoreError::Unavailable("the start committer has stopped".to_owned())
+            })?,
+            // The committer's runtime is gone (an engine kept past its runtime): write alone.
+            Err(mpsc::error::SendError((new, _))) => self.store.create_instance(new).await,
+        }
     }
 
     /// Sends a signal to an instance. The same `dedupe_id` twice is recorded once.

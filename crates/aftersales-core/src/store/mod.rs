@@ -461,6 +461,21 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an instance, or returns the one its idempotency key started.
     async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError>;
 
+    /// Creates several instances, in one transaction where the store can (group commit for
+    /// starts). Each gets the answer [`Store::create_instance`] would give it alone, in order,
+    /// so a later one sees an earlier one's id and key; a failure of the store itself fails
+    /// the call and writes none of them.
+    async fn create_instances(
+        &self,
+        news: Vec<NewInstance>,
+    ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(news.len());
+        for new in news {
+            out.push(self.create_instance(new).await);
+        }
+        Ok(out)
+    }
+
     /// Claims up to `limit` running instances that are due at `now` and not leased by a live
     /// worker, leasing them to `owner` until `now + lease_ms`.
     async fn claim_due(
