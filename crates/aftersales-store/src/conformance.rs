@@ -223,6 +223,7 @@ macro_rules! conformance_tests {
             definitions_are_versioned_and_immutable,
             create_stores_the_instance,
             create_is_idempotent_by_key_and_id,
+            batched_creates_answer_each_as_alone,
             concurrent_creates_have_one_winner,
             claim_takes_due_unleased_running_in_due_order,
             claim_returns_unconsumed_inbox_and_wake,
@@ -583,6 +584,55 @@ pub async fn create_is_idempotent_by_key_and_id(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(all.len(), 1);
+}
+
+/// Creates written together answer each as it would alone, in order: a later request sees
+/// an earlier one's key and id, and a key conflict refuses only its own request.
+pub async fn batched_creates_answer_each_as_alone(store: Arc<dyn Store>) {
+    let store = &*store;
+    create(store, new_instance("old", T0)).await;
+    let keyed = |id: &str, key: &str, hash: &str| {
+        let mut n = new_instance(id, T0 + 1);
+        n.idempotency_key = Some(key.to_owned());
+        n.request_hash = hash.to_owned();
+        n
+    };
+    let out = store
+        .create_instances(vec![
+            keyed("n1", "k1", "h1"),
+            keyed("n2", "k1", "h1"),
+            keyed("n3", "k1", "h2"),
+            new_instance("old", T0 + 1),
+            new_instance("n4", T0 + 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 5);
+    assert_eq!(out[0].as_ref().unwrap(), &Created::New("n1".to_owned()));
+    assert_eq!(
+        out[1].as_ref().unwrap(),
+        &Created::Existing("n1".to_owned())
+    );
+    assert!(
+        matches!(&out[2], Err(StoreError::KeyConflict { existing, .. }) if existing == "n1"),
+        "{:?}",
+        out[2]
+    );
+    assert_eq!(
+        out[3].as_ref().unwrap(),
+        &Created::Existing("old".to_owned())
+    );
+    assert_eq!(out[4].as_ref().unwrap(), &Created::New("n4".to_owned()));
+    for id in ["n1", "n4"] {
+        assert_eq!(store.history(id, 0, 10).await.unwrap().len(), 1);
+    }
+    for id in ["n2", "n3"] {
+        assert_eq!(store.get_instance(id).await.unwrap(), None);
+    }
+    assert_eq!(
+        ids(&claim(store, "w", T0 + 1).await),
+        vec!["old", "n1", "n4"]
+    );
 }
 
 /// Concurrent creates with one key, or one id, have exactly one winner.
