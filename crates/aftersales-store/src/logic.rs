@@ -183,21 +183,25 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
     )))
 }
 
-/// [`create_instance`] for each, in order, in one transaction: a key conflict is that
-/// request's answer (it wrote nothing); any other error fails them all.
+/// [`create_instance`] for each in one transaction: a key conflict is that request's answer
+/// (it wrote nothing); any other error fails them all. They are written in idempotency-key
+/// order (arrival order among equal keys), so two such transactions running side by side
+/// wait on each other's keys in one order instead of deadlocking.
 pub(crate) async fn create_instances<T: Tx + ?Sized>(
     tx: &mut T,
     news: &[NewInstance],
 ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
-    let mut out = Vec::with_capacity(news.len());
-    for new in news {
-        match create_instance(tx, new).await {
-            Ok(created) => out.push(Ok(created)),
-            Err(e @ StoreError::KeyConflict { .. }) => out.push(Err(e)),
+    let mut order: Vec<usize> = (0..news.len()).collect();
+    order.sort_by(|a, b| news[*a].idempotency_key.cmp(&news[*b].idempotency_key));
+    let mut out: Vec<Option<Result<Created, StoreError>>> = news.iter().map(|_| None).collect();
+    for i in order {
+        match create_instance(tx, &news[i]).await {
+            Ok(created) => out[i] = Some(Ok(created)),
+            Err(e @ StoreError::KeyConflict { .. }) => out[i] = Some(Err(e)),
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// `MemoryStore::commit`: each commit fenced by its lease version.

@@ -462,9 +462,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError>;
 
     /// Creates several instances, in one transaction where the store can (group commit for
-    /// starts). Each gets the answer [`Store::create_instance`] would give it alone, in order,
-    /// so a later one sees an earlier one's id and key; a failure of the store itself fails
-    /// the call and writes none of them.
+    /// starts). Each gets the answer [`Store::create_instance`] would give it alone, as if
+    /// they were written one after another (requests with the same key in arrival order), so
+    /// a later one sees an earlier one's id and key; a failure of the store itself fails the
+    /// call and writes none of them. Answers come back in request order.
     async fn create_instances(
         &self,
         news: Vec<NewInstance>,
