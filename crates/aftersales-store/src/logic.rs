@@ -74,8 +74,11 @@ pub(crate) trait Tx: Send {
     /// and returns the head of each: one statement for a whole batch of commits.
     async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError>;
 
-    /// Status, lease version and wake counter of an instance.
-    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError>;
+    /// Status, lease version and wake counter of an instance, its row locked as
+    /// [`Tx::lock_heads`] locks it.
+    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
+        Ok(self.lock_heads(&[id.to_owned()]).await?.remove(id))
+    }
 
     /// Whether an instance with this id exists (takes no lock).
     async fn exists(&mut self, id: &str) -> Result<bool, StoreError>;
@@ -543,6 +546,30 @@ async fn push_message<T: Tx + ?Sized>(
     }
     tx.bump_wake(id, now).await?;
     Ok(true)
+}
+
+/// `Store::next_due_at` for a SQL store: pages through the due index with `page_after`,
+/// which returns the next [`NEXT_DUE_PAGE`] running rows with a due time after
+/// `(due_at, id)` in that order, as `(due_at, id, lease_until)`; see [`fold_next_due`] for
+/// why this stops after a page or two.
+pub(crate) async fn next_due_at<F, Fut>(
+    now: i64,
+    mut page_after: F,
+) -> Result<Option<i64>, StoreError>
+where
+    F: FnMut(i64, String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(i64, String, i64)>, StoreError>>,
+{
+    let mut best = None;
+    // Before every row: no due time is `i64::MIN`.
+    let mut after = (i64::MIN, String::new());
+    loop {
+        let page = page_after(after.0, after.1).await?;
+        match fold_next_due(&mut best, &page, now) {
+            Some(next) => after = next,
+            None => return Ok(best),
+        }
+    }
 }
 
 /// How many rows `next_due_at` reads at a time, in `(due_at, id)` order.

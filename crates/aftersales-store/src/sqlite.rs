@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
-    InboxMessage, InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance,
-    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
+    InboxMessage, InstanceRecord, ListFilter, MessageKind, NewHistory, NewInstance, SaleRecord,
+    SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -182,25 +182,6 @@ impl Tx for SqliteTx {
         .await
         .map_err(db("read instances"))?;
         heads(rows)
-    }
-
-    async fn head(&mut self, id: &str) -> Result<Option<Head>, StoreError> {
-        let row: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT status, lease_version, wake FROM instances WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *self.0)
-                .await
-                .map_err(db("read instance"))?;
-        row.map(|(status, lease_version, wake)| {
-            Ok(Head {
-                status: InstanceStatus::parse(&status).ok_or_else(|| {
-                    StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
-                })?,
-                lease_version,
-                wake,
-            })
-        })
-        .transpose()
     }
 
     async fn exists(&mut self, id: &str) -> Result<bool, StoreError> {
@@ -670,42 +651,22 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        // Page through the due index in order; see `logic::fold_next_due` for why this
-        // stops after a page or two.
-        let mut best = None;
-        let mut after: Option<(i64, String)> = None;
-        loop {
-            let page: Vec<(i64, String, i64)> = match &after {
-                None => {
-                    sqlx::query_as(
-                        "SELECT due_at, id, lease_until FROM instances \
-                     WHERE status = 'running' AND due_at IS NOT NULL \
-                     ORDER BY due_at, id LIMIT ?1",
-                    )
-                    .bind(logic::NEXT_DUE_PAGE)
-                    .fetch_all(&self.reader)
-                    .await
-                }
-                Some((due, id)) => {
-                    sqlx::query_as(
-                        "SELECT due_at, id, lease_until FROM instances \
-                     WHERE status = 'running' AND due_at IS NOT NULL \
-                     AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)) \
-                     ORDER BY due_at, id LIMIT ?1",
-                    )
-                    .bind(logic::NEXT_DUE_PAGE)
-                    .bind(due)
-                    .bind(id)
-                    .fetch_all(&self.reader)
-                    .await
-                }
-            }
-            .map_err(db("next_due_at"))?;
-            match logic::fold_next_due(&mut best, &page, now) {
-                Some(next) => after = Some(next),
-                None => return Ok(best),
-            }
-        }
+        let pool = &self.reader;
+        logic::next_due_at(now, |due, id| async move {
+            sqlx::query_as(
+                "SELECT due_at, id, lease_until FROM instances \
+                 WHERE status = 'running' AND due_at IS NOT NULL \
+                 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)) \
+                 ORDER BY due_at, id LIMIT ?1",
+            )
+            .bind(logic::NEXT_DUE_PAGE)
+            .bind(due)
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .map_err(db("next_due_at"))
+        })
+        .await
     }
 
     async fn renew_leases(
