@@ -15,6 +15,7 @@
 //! from a timing wrapper around the dispatcher where it does not (when a call starts).
 //! Nothing here changes how the engine or the store work.
 
+mod calls;
 mod http;
 mod raw;
 
@@ -670,6 +671,7 @@ async fn engine_on(
 
 async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     let n = args.instances;
+    let calls = calls::StoreCalls::install();
     let scratch = Scratch::create(args.store, &args.store_url).await?;
     let store = scratch.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -755,6 +757,9 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
             ", pg_database_size".to_owned()
         }
     );
+    if let Some(calls) = &calls {
+        calls.print(elapsed);
+    }
     if !args.no_raw {
         println!(
             "store raw limits (same store kind, scratch table, {} ms each, nothing else running):",
@@ -773,6 +778,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
 // Waiting instances.
 
 async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
+    let calls = calls::StoreCalls::install();
     let scratch = Scratch::create(args.store, &args.store_url).await?;
     let store = scratch.open().await?;
     let manual = ManualClock::new(now_ms());
@@ -835,6 +841,9 @@ async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
         group(before.total()),
         group(parked.total())
     );
+    if let Some(calls) = &calls {
+        calls.print(park_secs);
+    }
 
     // Idle: nothing is due for 7 days; what does the daemon burn meanwhile?
     let idle = Duration::from_secs(args.idle_secs);
@@ -850,6 +859,9 @@ async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
     }
 
     // The clock jumps past the timeout: every instance is due at once.
+    if let Some(calls) = &calls {
+        calls.reset();
+    }
     let t1 = Instant::now();
     manual.advance(7 * 24 * 3_600_000 + 60_000);
     engine.notify();
@@ -868,6 +880,9 @@ async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
         "  drained in:                {drain:.3} s = {} wake-ups/s   (timeout fires → one call → end)",
         rate(n as f64, drain)
     );
+    if let Some(calls) = &calls {
+        calls.print(drain);
+    }
     println!("  peak RSS (VmHWM):          {}", mib(hwm2));
     drop(engine);
     drop(store);

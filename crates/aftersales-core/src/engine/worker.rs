@@ -406,7 +406,7 @@ impl Engine {
     async fn create(&self, new: NewInstance) -> Result<Created, StoreError> {
         let starter = self.starter.get_or_init(|| {
             let store = self.store.clone();
-            group_committer(START_BATCH, move |news: Vec<NewInstance>| {
+            group_committer("start", START_BATCH, move |news: Vec<NewInstance>| {
                 let store = store.clone();
                 async move { store.create_instances(news).await }
             })
@@ -625,12 +625,17 @@ impl Engine {
             let mut claimed_n = 0;
             if free > 0 {
                 let now = self.clock.now_ms();
-                match self
+                let began = std::time::Instant::now();
+                let claimed = self
                     .store
                     .claim_due(&cfg.owner, now, cfg.lease_ms, free)
-                    .await
-                {
+                    .await;
+                metrics::histogram!("aftersales_store_write_seconds", "op" => "claim")
+                    .record(began.elapsed().as_secs_f64());
+                match claimed {
                     Ok(claimed) => {
+                        metrics::histogram!("aftersales_store_batch_items", "op" => "claim")
+                            .record(claimed.len() as f64);
                         backoff_ms = 100;
                         claimed_n = claimed.len();
                         for c in claimed {
@@ -1146,6 +1151,7 @@ type Queued<I, O> = (I, oneshot::Sender<Result<O, StoreError>>);
 /// One task, not several: a second committer measured slower on PostgreSQL (smaller batches,
 /// and the database shares the machine's two cores), and SQLite has one writer anyway.
 fn group_committer<I, O, F, Fut>(
+    op: &'static str,
     max: usize,
     write: F,
 ) -> (mpsc::Sender<Queued<I, O>>, tokio::task::JoinHandle<()>)
@@ -1167,7 +1173,13 @@ where
                 }
             }
             let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-            match write(items).await {
+            metrics::histogram!("aftersales_store_batch_items", "op" => op)
+                .record(items.len() as f64);
+            let began = std::time::Instant::now();
+            let written = write(items).await;
+            metrics::histogram!("aftersales_store_write_seconds", "op" => op)
+                .record(began.elapsed().as_secs_f64());
+            match written {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
@@ -1197,7 +1209,7 @@ impl CommitSink {
     /// call: under load many instances share a transaction (group commit); when quiet
     /// each commit goes alone, with no added delay.
     fn batched(store: Arc<dyn Store>, max: usize) -> (CommitSink, tokio::task::JoinHandle<()>) {
-        let (tx, handle) = group_committer(max, move |commits: Vec<Commit>| {
+        let (tx, handle) = group_committer("commit", max, move |commits: Vec<Commit>| {
             let store = store.clone();
             async move {
                 let outcomes = store.commit(commits).await?;
