@@ -1475,3 +1475,97 @@ async fn a_call_without_a_version_pins_the_newest_child_at_the_time_of_the_call(
     let child = h.get(&h.script.calls()[0].instance_id).await;
     assert_eq!(child.version, 2);
 }
+
+/// A call may take longer than a claim's lease: before dispatching, the worker holds the
+/// instance for the call's timeout (in the commit that records the call), so no other
+/// worker can claim it and call again while the first call is still out.
+#[tokio::test]
+async fn a_call_longer_than_the_lease_keeps_other_workers_out() {
+    use aftersales_core::engine::{ActionCall, Dispatcher, Engine, ManualClock, WorkerConfig};
+    use aftersales_core::store::Store;
+    use aftersales_core::store::memory::MemoryStore;
+    use std::sync::{Arc, Mutex};
+
+    const SLOW: &str = r#"
+[workflow]
+name = "t.slow"
+version = 1
+
+[input]
+order_id = "string"
+
+[[step]]
+id = "reserve"
+action = "stock.reserve"
+input = { order_id = "${input.order_id}" }
+timeout = "10m"
+
+[[step]]
+id = "done"
+end = "completed"
+"#;
+    /// On each call, a second worker tries to claim at points inside the call's timeout.
+    struct Thief {
+        store: Arc<dyn Store>,
+        clock: ManualClock,
+        stolen: Mutex<Vec<(i64, usize)>>,
+    }
+    #[async_trait::async_trait]
+    impl Dispatcher for Thief {
+        async fn dispatch(&self, _: ActionCall) -> CallResult {
+            let now = aftersales_core::engine::Clock::now_ms(&self.clock);
+            for later in [16_000, 60_000, 9 * 60_000] {
+                let got = self
+                    .store
+                    .claim_due("thief", now + later, 15_000, 10)
+                    .await
+                    .unwrap();
+                self.stolen.lock().unwrap().push((later, got.len()));
+            }
+            CallResult::Done(json!({"reservation": "r-1"}))
+        }
+    }
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = ManualClock::new(T0);
+    let thief = Arc::new(Thief {
+        store: store.clone(),
+        clock: clock.clone(),
+        stolen: Mutex::default(),
+    });
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        thief.clone(),
+        catalogue(),
+    ));
+    engine
+        .deploy(&[("slow.toml".to_owned(), SLOW.to_owned())])
+        .await
+        .unwrap();
+    let started = engine
+        .start(StartRequest {
+            workflow: "t.slow".into(),
+            version: None,
+            business_line: "test".into(),
+            input: json!({"order_id": "o-1"}),
+            params: json!({}),
+            idempotency_key: None,
+            search_key: None,
+            meta: serde_json::Value::Null,
+            id: None,
+        })
+        .await
+        .unwrap();
+    let cfg = WorkerConfig {
+        lease_ms: 15_000,
+        ..WorkerConfig::default()
+    };
+    engine.run_until_idle(&cfg).await.unwrap();
+    assert_eq!(
+        *thief.stolen.lock().unwrap(),
+        [(16_000, 0), (60_000, 0), (9 * 60_000, 0)],
+        "nobody else may claim the instance while its 10-minute call is out"
+    );
+    let rec = engine.get(&started.id).await.unwrap().unwrap();
+    assert_eq!(rec.status, InstanceStatus::Completed);
+}

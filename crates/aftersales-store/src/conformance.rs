@@ -230,6 +230,7 @@ macro_rules! conformance_tests {
             stale_commit_is_fenced_and_writes_nothing,
             commit_applies_state_history_and_waits,
             unreleased_lease_blocks_other_workers,
+            commit_extends_the_lease_and_never_shortens_it,
             final_commit_ends_the_instance,
             message_during_lease_keeps_instance_due,
             delivery_makes_a_parked_instance_due,
@@ -308,6 +309,7 @@ pub fn commit_of(c: &Claimed, now: i64) -> Commit {
         state: c.instance.state.clone(),
         due_at: None,
         release: true,
+        lease_until: None,
         needs_attention: false,
         history: Vec::new(),
         consumed: Vec::new(),
@@ -952,6 +954,56 @@ pub async fn unreleased_lease_blocks_other_workers(store: Arc<dyn Store>) {
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     let c3 = claim_only(store, "w3", T0 + LEASE + 3, "a").await;
     assert_eq!(c3.lease_version, c2.lease_version + 1);
+}
+
+/// A commit's `lease_until` extends the lease in the same write (for a call longer than the
+/// lease); an earlier time than the one stored changes nothing, and releasing wins.
+pub async fn commit_extends_the_lease_and_never_shortens_it(store: Arc<dyn Store>) {
+    let store = &*store;
+    create(store, new_instance("a", T0)).await;
+    create(store, new_instance("b", T0)).await;
+    let mut claimed = claim(store, "w1", T0).await;
+    assert_eq!(ids(&claimed), vec!["a", "b"]);
+    let cb = claimed.pop().unwrap();
+    let ca = claimed.pop().unwrap();
+    // Both commits in one batch: `a` extends to T0 + 10 × LEASE, `b` asks for less than
+    // it holds.
+    let mut extend = commit_of(&ca, T0 + 1);
+    extend.release = false;
+    extend.due_at = Some(T0 + 1);
+    extend.lease_until = Some(T0 + 10 * LEASE);
+    let mut shorter = commit_of(&cb, T0 + 1);
+    shorter.release = false;
+    shorter.due_at = Some(T0 + 1);
+    shorter.lease_until = Some(T0 + 2);
+    assert_eq!(
+        store.commit(vec![extend, shorter]).await.unwrap(),
+        vec![CommitOutcome::Applied, CommitOutcome::Applied]
+    );
+    // `b`'s lease still runs to T0 + LEASE; `a`'s to T0 + 10 × LEASE.
+    assert!(claim(store, "w2", T0 + LEASE - 1).await.is_empty());
+    let ids: Vec<String> = claim(store, "w2", T0 + LEASE)
+        .await
+        .into_iter()
+        .map(|c| c.instance.id)
+        .collect();
+    assert_eq!(ids, vec!["b".to_owned()]);
+    assert!(
+        claim(store, "w3", T0 + 10 * LEASE - 1)
+            .await
+            .iter()
+            .all(|c| c.instance.id != "a")
+    );
+    let ca2 = claim_only(store, "w3", T0 + 10 * LEASE, "a").await;
+    assert_eq!(ca2.lease_version, ca.lease_version + 1);
+
+    // Releasing wins over an extension: the instance is free at once.
+    let mut both = commit_of(&ca2, T0 + 10 * LEASE + 1);
+    both.due_at = Some(T0 + 10 * LEASE + 1);
+    both.lease_until = Some(T0 + 20 * LEASE);
+    assert_eq!(commit1(store, both).await, CommitOutcome::Applied);
+    let ca3 = claim_only(store, "w4", T0 + 10 * LEASE + 1, "a").await;
+    assert_eq!(ca3.lease_version, ca2.lease_version + 1);
 }
 
 /// A final status clears the due time, the waits and the lease, whatever the commit says.

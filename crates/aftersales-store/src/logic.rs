@@ -52,6 +52,8 @@ pub(crate) struct InstanceUpdate<'a> {
     pub needs_attention: bool,
     /// Clear the lease (`lease_owner` null, `lease_until` 0).
     pub release: bool,
+    /// Unless releasing, `lease_until` becomes at least this (0: unchanged).
+    pub extend_lease: i64,
     pub now: i64,
 }
 
@@ -301,6 +303,7 @@ fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
             due_at,
             needs_attention: c.needs_attention,
             release: c.release || is_final,
+            extend_lease: c.lease_until.unwrap_or(0),
             now: c.now,
         },
         waits: if is_final { &[] } else { &c.waits },

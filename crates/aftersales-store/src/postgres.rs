@@ -368,13 +368,16 @@ impl Tx for PgTx {
         let attention: Vec<bool> = updates.iter().map(|u| u.needs_attention).collect();
         let now: Vec<i64> = updates.iter().map(|u| u.now).collect();
         let release: Vec<bool> = updates.iter().map(|u| u.release).collect();
+        let extend: Vec<i64> = updates.iter().map(|u| u.extend_lease).collect();
         sqlx::query(
             "UPDATE instances AS i SET status = u.status, state = u.state::jsonb, \
              due_at = u.due_at, needs_attention = u.attention, updated_at = u.now, \
              lease_owner = CASE WHEN u.release THEN NULL ELSE i.lease_owner END, \
-             lease_until = CASE WHEN u.release THEN 0 ELSE i.lease_until END \
+             lease_until = CASE WHEN u.release THEN 0 \
+                 ELSE GREATEST(i.lease_until, u.extend) END \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bool[], \
-                 $6::int8[], $7::bool[]) AS u(id, status, state, due_at, attention, now, release) \
+                 $6::int8[], $7::bool[], $8::int8[]) \
+                 AS u(id, status, state, due_at, attention, now, release, extend) \
              WHERE i.id = u.id",
         )
         .bind(ids)
@@ -384,6 +387,7 @@ impl Tx for PgTx {
         .bind(attention)
         .bind(now)
         .bind(release)
+        .bind(extend)
         .execute(&mut *self.0)
         .await
         .map_err(db("update instance"))?;

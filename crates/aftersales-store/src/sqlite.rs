@@ -280,7 +280,8 @@ impl Tx for SqliteTx {
                     u.due_at,
                     u.needs_attention,
                     u.now,
-                    u.release
+                    u.release,
+                    u.extend_lease
                 ]))
             })
             .collect::<Result<Vec<Value>, StoreError>>()?;
@@ -288,7 +289,8 @@ impl Tx for SqliteTx {
             "UPDATE instances SET status = u.value ->> 1, state = u.value ->> 2, \
              due_at = u.value ->> 3, needs_attention = u.value ->> 4, updated_at = u.value ->> 5, \
              lease_owner = CASE WHEN u.value ->> 6 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN u.value ->> 6 THEN 0 ELSE lease_until END \
+             lease_until = CASE WHEN u.value ->> 6 THEN 0 \
+                 ELSE MAX(lease_until, u.value ->> 7) END \
              FROM json_each(?1) AS u WHERE instances.id = u.value ->> 0",
         )
         .bind(json_text(&Value::Array(rows))?)

@@ -855,6 +855,11 @@ impl Engine {
                 _ => None,
             };
             let due_at = m.next_due(&st);
+            // Hold the lease for as long as the slowest call may take, in the same write.
+            let longest = dispatches.iter().map(|d| d.timeout_ms).max().unwrap_or(0);
+            let margin = (cfg.lease_ms / 4).min(5_000);
+            let extend_to = (!release && now + longest + margin > lease_until)
+                .then(|| now + cfg.lease_ms.max(longest + 2 * margin));
             let commit = Commit {
                 instance_id: rec.id.clone(),
                 lease_version,
@@ -862,6 +867,7 @@ impl Engine {
                 state: serde_json::to_value(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 due_at,
                 release,
+                lease_until: extend_to,
                 needs_attention: st.needs_attention,
                 history: fx.history,
                 consumed: fx.consumed,
@@ -897,21 +903,8 @@ impl Engine {
             if release {
                 return Ok(());
             }
-            // Hold the lease for as long as the slowest call may take.
-            let longest = dispatches.iter().map(|d| d.timeout_ms).max().unwrap_or(0);
-            let now = self.clock.now_ms();
-            let margin = (cfg.lease_ms / 4).min(5_000);
-            if now + longest + margin > lease_until {
-                let want = cfg.lease_ms.max(longest + 2 * margin);
-                let held = self
-                    .store
-                    .renew_leases(&cfg.owner, std::slice::from_ref(&rec.id), now, want)
-                    .await?;
-                if held.is_empty() {
-                    tracing::warn!(instance = %rec.id, "lease lapsed before dispatch; leaving it to the next owner");
-                    return Ok(());
-                }
-                lease_until = now + want;
+            if let Some(until) = extend_to {
+                lease_until = lease_until.max(until);
             }
             results = self.dispatch_all(&rec, dispatches).await;
         }
@@ -999,6 +992,7 @@ impl Engine {
             state: rec.state.clone(),
             due_at: Some(now + 3_600_000),
             release: true,
+            lease_until: None,
             needs_attention: true,
             history: vec![NewHistory {
                 at: now,

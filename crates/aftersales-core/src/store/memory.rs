@@ -246,6 +246,8 @@ impl Store for MemoryStore {
             if c.release || c.status.is_final() {
                 row.lease_owner = None;
                 row.lease_until = 0;
+            } else if let Some(until) = c.lease_until {
+                row.lease_until = row.lease_until.max(until);
             }
             row.waits = if c.status.is_final() {
                 Vec::new()

@@ -338,6 +338,10 @@ pub struct Commit {
     pub due_at: Option<i64>,
     /// Give up the lease (the worker is done with it for now).
     pub release: bool,
+    /// Unless releasing: hold the lease until at least this time (ms), in the same write, so
+    /// a worker about to make a call longer than its lease needs no second transaction.
+    /// A later `lease_until` already stored is kept.
+    pub lease_until: Option<i64>,
     /// Flag for a person.
     pub needs_attention: bool,
     /// History to append.
