@@ -133,7 +133,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "adapter-sim")]
         Command::Sim { command } => sim::run(command),
         #[cfg(feature = "adapter-sim")]
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => {
+            // Only what went wrong, so the figures stay readable; `RUST_LOG` for more.
+            init_logging(LogFormat::Plain, "warn");
+            bench::run(args)
+        }
         #[cfg(feature = "adapter-sim")]
         Command::Demo(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config, log_format } => {
-            init_logging(log_format);
+            init_logging(log_format, "info");
             let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
             let config = serve::load_config(&config, explicit)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -157,10 +161,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, filtered by `RUST_LOG` (default `default`), as text or JSON lines.
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -12,7 +12,7 @@
 // Test support: a failed expectation is a panic, as in any test.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -599,17 +599,68 @@ pub async fn batched_creates_answer_each_as_alone(store: Arc<dyn Store>) {
         n.request_hash = hash.to_owned();
         n
     };
+    let mut old_keyed = keyed("oldk", "k0", "h0");
+    old_keyed.now = T0;
+    create(store, old_keyed).await;
+    let mut n1 = keyed("n1", "k1", "h1");
+    n1.parent_id = Some("old".to_owned());
+    n1.search_key = Some("order-7".to_owned());
+    n1.input = json!({"text": "é \"quoted\" \n", "big": 9_007_199_254_740_993_i64, "f": 1.5});
+    n1.meta = json!({"service_order": {"reason": "damaged", "lines": [1, 2]}});
     let out = store
         .create_instances(vec![
-            keyed("n1", "k1", "h1"),
+            n1.clone(),
             keyed("n2", "k1", "h1"),
             keyed("n3", "k1", "h2"),
             new_instance("old", T0 + 1),
             new_instance("n4", T0 + 1),
+            keyed("n5", "k0", "h0"),
+            keyed("n6", "k0", "hX"),
+            keyed("n4", "k9", "h9"),
         ])
         .await
         .unwrap();
-    assert_eq!(out.len(), 5);
+    assert_eq!(out.len(), 8);
+    assert_eq!(
+        out[5].as_ref().unwrap(),
+        &Created::Existing("oldk".to_owned()),
+        "a key stored before the batch answers with its instance"
+    );
+    assert!(
+        matches!(&out[6], Err(StoreError::KeyConflict { existing, .. }) if existing == "oldk"),
+        "{:?}",
+        out[6]
+    );
+    assert_eq!(
+        out[7].as_ref().unwrap(),
+        &Created::Existing("n4".to_owned()),
+        "an id created earlier in the same batch is that instance"
+    );
+    assert_eq!(store.find_by_key("k9").await.unwrap(), None);
+    let got = store.get_instance("n1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            &got.input,
+            &got.params,
+            &got.state,
+            &got.meta,
+            got.parent_id.as_deref(),
+            got.search_key.as_deref(),
+            got.created_at,
+            got.status,
+        ),
+        (
+            &n1.input,
+            &n1.params,
+            &n1.state,
+            &n1.meta,
+            Some("old"),
+            Some("order-7"),
+            T0 + 1,
+            InstanceStatus::Running,
+        ),
+        "a batched create stores every field exactly"
+    );
     assert_eq!(out[0].as_ref().unwrap(), &Created::New("n1".to_owned()));
     assert_eq!(
         out[1].as_ref().unwrap(),
@@ -628,12 +679,12 @@ pub async fn batched_creates_answer_each_as_alone(store: Arc<dyn Store>) {
     for id in ["n1", "n4"] {
         assert_eq!(store.history(id, 0, 10).await.unwrap().len(), 1);
     }
-    for id in ["n2", "n3"] {
+    for id in ["n2", "n3", "n5", "n6"] {
         assert_eq!(store.get_instance(id).await.unwrap(), None);
     }
     assert_eq!(
         ids(&claim(store, "w", T0 + 1).await),
-        vec!["old", "n1", "n4"]
+        vec!["old", "oldk", "n1", "n4"]
     );
 }
 
@@ -710,6 +761,40 @@ pub async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
         assert_eq!(r.as_ref().unwrap().id(), "same-id");
     }
 
+    // Batches racing on the same three keys, each listing them in another order: one
+    // instance per key, every request answered with it, and no deadlock.
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut keys = ["key-3a", "key-3b", "key-3c"];
+            keys.rotate_left(i % 3);
+            let batch: Vec<NewInstance> = keys
+                .iter()
+                .map(|k| {
+                    let mut new = new_instance(&format!("{k}-{i}"), T0);
+                    new.idempotency_key = Some((*k).to_owned());
+                    new
+                })
+                .collect();
+            tokio::spawn(async move { (keys, store.create_instances(batch).await.unwrap()) })
+        })
+        .collect();
+    let mut owners: HashMap<&str, Vec<Created>> = HashMap::new();
+    for t in tasks {
+        let (keys, out) = t.await.unwrap();
+        for (k, r) in keys.into_iter().zip(out) {
+            owners.entry(k).or_default().push(r.unwrap());
+        }
+    }
+    for (key, answers) in &owners {
+        let new: Vec<&Created> = answers
+            .iter()
+            .filter(|c| matches!(c, Created::New(_)))
+            .collect();
+        assert_eq!(new.len(), 1, "{key}: {answers:?}");
+        assert!(answers.iter().all(|c| c.id() == new[0].id()), "{answers:?}");
+    }
+
     let all = store
         .list_instances(&ListFilter {
             limit: 100,
@@ -717,7 +802,7 @@ pub async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 6);
     for id in [&first, &second, &"same-id".to_owned()] {
         assert_eq!(store.history(id, 0, 100).await.unwrap().len(), 1);
     }

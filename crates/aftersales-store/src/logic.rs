@@ -92,6 +92,24 @@ pub(crate) trait Tx: Send {
     /// (by a concurrent transaction, since the caller looked first).
     async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError>;
 
+    /// Which of these ids are instances (takes no lock), in one statement.
+    async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+
+    /// The instance and request hash of each of these idempotency keys that started one, in
+    /// one statement.
+    async fn key_owners(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, StoreError>;
+
+    /// [`Tx::insert_instance`] for many in one statement, inserted in the order given (ids and
+    /// keys distinct); returns the ids inserted. One whose id or key a concurrent transaction
+    /// took is skipped.
+    async fn insert_instances(
+        &mut self,
+        news: &[&NewInstance],
+    ) -> Result<HashSet<String>, StoreError>;
+
     /// Appends each instance's history events after its last sequence number, for many
     /// instances in one statement (each instance at most once).
     async fn append_histories(&mut self, items: &[(&str, &[NewHistory])])
@@ -188,18 +206,80 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
     )))
 }
 
-/// [`create_instance`] for each in one transaction: a key conflict is that request's answer
-/// (it wrote nothing); any other error fails them all. They are written in idempotency-key
-/// order (arrival order among equal keys), so two such transactions running side by side
-/// wait on each other's keys in one order instead of deadlocking.
+/// [`create_instance`] for each in one transaction, each answered as if alone: a key
+/// conflict is that request's answer (it wrote nothing); any other error fails them all.
+///
+/// Set-wise: one read of the keys, one of the ids, one insert of every new instance and one
+/// history append, whatever the batch size. What that cannot settle goes one by one after it,
+/// in batch order: a key or id repeated within the batch (the first takes it), and an insert
+/// a concurrent transaction beat (it has committed by then, so the look finds it). Inserts go
+/// in idempotency-key order (arrival order among equal keys), so two such transactions side
+/// by side wait on each other's keys in one order instead of deadlocking.
 pub(crate) async fn create_instances<T: Tx + ?Sized>(
     tx: &mut T,
     news: &[NewInstance],
 ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
     let mut order: Vec<usize> = (0..news.len()).collect();
     order.sort_by(|a, b| news[*a].idempotency_key.cmp(&news[*b].idempotency_key));
+    let keys: Vec<&str> = news
+        .iter()
+        .filter_map(|n| n.idempotency_key.as_deref())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let owners = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        tx.key_owners(&keys).await?
+    };
+    let ids: Vec<&str> = news.iter().map(|n| n.id.as_str()).collect();
+    let existing = tx.existing_ids(&ids).await?;
+
     let mut out: Vec<Option<Result<Created, StoreError>>> = news.iter().map(|_| None).collect();
-    for i in order {
+    let (mut fresh, mut alone) = (Vec::new(), Vec::new());
+    let (mut taken_keys, mut taken_ids) = (HashSet::new(), HashSet::new());
+    for &i in &order {
+        let n = &news[i];
+        if let Some(key) = &n.idempotency_key
+            && let Some((owner, hash)) = owners.get(key)
+        {
+            out[i] = Some(if *hash == n.request_hash {
+                Ok(Created::Existing(owner.clone()))
+            } else {
+                Err(StoreError::KeyConflict {
+                    key: key.clone(),
+                    existing: owner.clone(),
+                })
+            });
+        } else if existing.contains(&n.id) {
+            out[i] = Some(Ok(Created::Existing(n.id.clone())));
+        } else if !taken_ids.insert(n.id.as_str())
+            || n.idempotency_key
+                .as_deref()
+                .is_some_and(|k| !taken_keys.insert(k))
+        {
+            alone.push(i);
+        } else {
+            fresh.push(i);
+        }
+    }
+    if !fresh.is_empty() {
+        let batch: Vec<&NewInstance> = fresh.iter().map(|&i| &news[i]).collect();
+        let inserted = tx.insert_instances(&batch).await?;
+        let mut histories: Vec<(&str, &[NewHistory])> = Vec::new();
+        for &i in &fresh {
+            let n = &news[i];
+            if inserted.contains(&n.id) {
+                histories.push((n.id.as_str(), n.history.as_slice()));
+                out[i] = Some(Ok(Created::New(n.id.clone())));
+            } else {
+                alone.push(i);
+            }
+        }
+        tx.append_histories(&histories).await?;
+    }
+    alone.sort_unstable();
+    for i in alone {
         match create_instance(tx, &news[i]).await {
             Ok(created) => out[i] = Some(Ok(created)),
             Err(e @ StoreError::KeyConflict { .. }) => out[i] = Some(Err(e)),

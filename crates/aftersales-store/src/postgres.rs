@@ -1,6 +1,6 @@
 //! The PostgreSQL store: several engine processes may share one database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -303,6 +303,99 @@ impl Tx for PgTx {
         .await
         .map_err(db("insert instance"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let found: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM instances WHERE id = ANY($1::text[])")
+                .bind(ids)
+                .fetch_all(&mut *self.0)
+                .await
+                .map_err(db("read instances"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn key_owners(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT idempotency_key, id, request_hash FROM instances \
+             WHERE idempotency_key = ANY($1::text[])",
+        )
+        .bind(keys)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read idempotency keys"))?;
+        Ok(rows.into_iter().map(|(k, id, h)| (k, (id, h))).collect())
+    }
+
+    async fn insert_instances(
+        &mut self,
+        news: &[&NewInstance],
+    ) -> Result<HashSet<String>, StoreError> {
+        if news.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let text = |f: fn(&NewInstance) -> &serde_json::Value| -> Result<Vec<String>, StoreError> {
+            news.iter().map(|n| json_text(f(n))).collect()
+        };
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
+             idempotency_key, request_hash, search_key, input, params, state, due_at, \
+             created_at, updated_at, meta) \
+             SELECT u.id, u.parent_id, u.workflow, u.version, u.line, 'running', u.key, \
+                 u.hash, u.search_key, u.input::jsonb, u.params::jsonb, u.state::jsonb, \
+                 u.now, u.now, u.now, u.meta::jsonb \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::int8[], $13::text[]) WITH ORDINALITY \
+                 AS u(id, parent_id, workflow, version, line, key, hash, search_key, input, \
+                     params, state, now, meta, ord) \
+             ORDER BY u.ord \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(news.iter().map(|n| n.id.as_str()).collect::<Vec<_>>())
+        .bind(
+            news.iter()
+                .map(|n| n.parent_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(news.iter().map(|n| n.workflow.as_str()).collect::<Vec<_>>())
+        .bind(
+            news.iter()
+                .map(|n| i64::from(n.version))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            news.iter()
+                .map(|n| n.business_line.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            news.iter()
+                .map(|n| n.idempotency_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            news.iter()
+                .map(|n| n.request_hash.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            news.iter()
+                .map(|n| n.search_key.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|n| &n.input)?)
+        .bind(text(|n| &n.params)?)
+        .bind(text(|n| &n.state)?)
+        .bind(news.iter().map(|n| n.now).collect::<Vec<_>>())
+        .bind(text(|n| &n.meta)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("insert instances"))?;
+        Ok(inserted.into_iter().collect())
     }
 
     async fn append_histories(

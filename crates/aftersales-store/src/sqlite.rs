@@ -1,6 +1,6 @@
 //! The SQLite store: one file, WAL, one writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -225,6 +225,79 @@ impl Tx for SqliteTx {
         .await
         .map_err(db("insert instance"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM instances WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(ids)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read instances"))?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn key_owners(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT idempotency_key, id, request_hash FROM instances \
+             WHERE idempotency_key IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(keys)?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("read idempotency keys"))?;
+        Ok(rows.into_iter().map(|(k, id, h)| (k, (id, h))).collect())
+    }
+
+    async fn insert_instances(
+        &mut self,
+        news: &[&NewInstance],
+    ) -> Result<HashSet<String>, StoreError> {
+        if news.is_empty() {
+            return Ok(HashSet::new());
+        }
+        // One JSON array of rows; the JSON columns as strings, stored exactly as serialised.
+        let rows = news
+            .iter()
+            .map(|n| {
+                Ok(json!([
+                    n.id,
+                    n.parent_id,
+                    n.workflow,
+                    n.version,
+                    n.business_line,
+                    n.idempotency_key,
+                    n.request_hash,
+                    n.search_key,
+                    json_text(&n.input)?,
+                    json_text(&n.params)?,
+                    json_text(&n.state)?,
+                    n.now,
+                    json_text(&n.meta)?
+                ]))
+            })
+            .collect::<Result<Vec<Value>, StoreError>>()?;
+        // `WHERE true`: SQLite's grammar needs it between a SELECT and an upsert clause.
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
+             idempotency_key, request_hash, search_key, input, params, state, due_at, \
+             created_at, updated_at, meta) \
+             SELECT u.value ->> 0, u.value ->> 1, u.value ->> 2, u.value ->> 3, u.value ->> 4, \
+                 'running', u.value ->> 5, u.value ->> 6, u.value ->> 7, u.value ->> 8, \
+                 u.value ->> 9, u.value ->> 10, u.value ->> 11, u.value ->> 11, \
+                 u.value ->> 11, u.value ->> 12 \
+             FROM json_each(?1) AS u WHERE true ORDER BY u.key \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(json_text(&Value::Array(rows))?)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("insert instances"))?;
+        Ok(inserted.into_iter().collect())
     }
 
     async fn append_histories(
