@@ -1569,3 +1569,31 @@ end = "completed"
     let rec = engine.get(&started.id).await.unwrap().unwrap();
     assert_eq!(rec.status, InstanceStatus::Completed);
 }
+
+/// Named locks through the engine's lock committer: concurrent takers share store writes,
+/// and still exactly one of them gets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lock_takers_through_the_engine_have_one_winner() {
+    let h = Harness::new();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let engine = h.engine.clone();
+            tokio::spawn(async move {
+                let holder = format!("holder-{i}");
+                let got = engine.try_lock("order/o-1", &holder, 30_000).await.unwrap();
+                (holder, got)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (holder, got) = t.await.unwrap();
+        if got {
+            winners.push(holder);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert!(!h.engine.try_lock("order/o-1", "late", 30_000).await.unwrap());
+    h.engine.unlock("order/o-1", &winners[0]).await.unwrap();
+    assert!(h.engine.try_lock("order/o-1", "late", 30_000).await.unwrap());
+}

@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aftersales_core::store::memory::MemoryStore;
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, InboxMessage,
-    InstanceRecord, InstanceStatus, ListFilter, MessageKind, NewHistory, NewInstance, Store,
-    StoreError, StoreStats,
+    InstanceRecord, InstanceStatus, ListFilter, LockOp, MessageKind, NewHistory, NewInstance,
+    Store, StoreError, StoreStats,
 };
 use serde_json::{Value, json};
 
@@ -250,6 +250,7 @@ macro_rules! conformance_tests {
             stats_count_running_due_and_attention,
             sales_are_recorded_once_and_summed_over_a_window,
             named_locks_exclude_until_released_or_expired,
+            lock_ops_answer_each_as_alone_in_one_write,
             json_round_trips_exactly,
             concurrent_claims_never_share_an_instance,
             concurrent_signals_are_stored_once,
@@ -2341,6 +2342,48 @@ pub async fn durable_state_verify(store: Arc<dyn Store>) {
         kinds(&c.inbox)[2],
         (MessageKind::Event, "parcel.lost", "e-9")
     );
+}
+
+/// Lock operations gathered into one write: among operations on one name the order given
+/// holds, each answers as it would alone, and what they leave is what they would alone.
+pub async fn lock_ops_answer_each_as_alone_in_one_write(store: Arc<dyn Store>) {
+    const TTL: i64 = 30_000;
+    let s = store.as_ref();
+    let take = |name: &str, holder: &str, now: i64| LockOp::Take {
+        name: name.to_owned(),
+        holder: holder.to_owned(),
+        now,
+        ttl_ms: TTL,
+    };
+    let release = |name: &str, holder: &str| LockOp::Release {
+        name: name.to_owned(),
+        holder: holder.to_owned(),
+    };
+    assert!(
+        s.try_lock("order/old", "node-z", T0 - TTL, TTL)
+            .await
+            .unwrap()
+    );
+    let out = s
+        .lock_ops(&[
+            take("order/o-2", "a", T0),
+            take("order/o-1", "a", T0),
+            take("order/o-1", "b", T0),
+            release("order/o-1", "b"),
+            release("order/o-1", "a"),
+            take("order/o-1", "c", T0),
+            take("order/old", "d", T0),
+            take("order/o-2", "e", T0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, [true, true, false, true, true, true, true, false]);
+    // What is left: o-1 held by c, o-2 by a, old (expired before) by d.
+    assert!(!s.try_lock("order/o-1", "x", T0 + 1, TTL).await.unwrap());
+    assert!(s.try_lock("order/o-1", "c", T0 + 1, TTL).await.unwrap());
+    assert!(!s.try_lock("order/o-2", "x", T0 + 1, TTL).await.unwrap());
+    assert!(!s.try_lock("order/old", "x", T0 + 1, TTL).await.unwrap());
+    assert_eq!(s.lock_ops(&[]).await.unwrap(), Vec::<bool>::new());
 }
 
 /// Named locks: one holder at a time; the holder may extend it; another takes it once it

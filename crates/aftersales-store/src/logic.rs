@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aftersales_core::store::memory::name_matches;
 use aftersales_core::store::{
-    Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, MessageKind,
-    NewHistory, NewInstance, StoreError, ignored_history,
+    Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, LockOp,
+    MessageKind, NewHistory, NewInstance, StoreError, ignored_history,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -167,6 +167,41 @@ pub(crate) trait Tx: Send {
 
     /// Keeps an event no instance waits for yet.
     async fn buffer_event(&mut self, msg: &InboxMessage) -> Result<(), StoreError>;
+
+    /// `Store::try_lock` inside this transaction.
+    async fn take_lock(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// `Store::unlock` inside this transaction.
+    async fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
+
+/// `Store::lock_ops` in one transaction: by lock name (the order given among operations on
+/// one name), so two such transactions wait on each other's lock rows in one order.
+pub(crate) async fn lock_ops<T: Tx + ?Sized>(
+    tx: &mut T,
+    ops: &[LockOp],
+) -> Result<Vec<bool>, StoreError> {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by(|a, b| ops[*a].name().cmp(ops[*b].name()));
+    let mut out = vec![true; ops.len()];
+    for i in order {
+        match &ops[i] {
+            LockOp::Take {
+                name,
+                holder,
+                now,
+                ttl_ms,
+            } => out[i] = tx.take_lock(name, holder, *now, *ttl_ms).await?,
+            LockOp::Release { name, holder } => tx.release_lock(name, holder).await?,
+        }
+    }
+    Ok(out)
 }
 
 /// How many times a create that lost a race to a concurrent one looks again.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, DueFeed,
-    HistoryRecord, InboxMessage, InstanceRecord, ListFilter, MessageKind, NewHistory, NewInstance,
-    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
+    HistoryRecord, InboxMessage, InstanceRecord, ListFilter, LockOp, MessageKind, NewHistory,
+    NewInstance, SaleRecord, SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -85,6 +85,15 @@ impl Notifier {
         });
     }
 }
+
+/// `try_lock`: insert, or take over a lock that expired or is the holder's already.
+const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE named_locks.expires_at <= $4 OR named_locks.holder = excluded.holder";
+
+/// `unlock`: only the holder's own lock.
+const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = $1 AND holder = $2";
 
 impl PgStore {
     /// Connects to `postgres://...` and applies the migrations to the connection's default
@@ -650,6 +659,34 @@ impl Tx for PgTx {
         .map_err(db("buffer event"))?;
         Ok(())
     }
+
+    async fn take_lock(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(TAKE_LOCK)
+            .bind(name)
+            .bind(holder)
+            .bind(now.saturating_add(ttl_ms))
+            .bind(now)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("try_lock"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_LOCK)
+            .bind(name)
+            .bind(holder)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db("unlock"))?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -979,30 +1016,35 @@ impl Store for PgStore {
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
         // One statement: insert, or take over a lock that expired or is ours already.
-        let done = sqlx::query(
-            "INSERT INTO named_locks (name, holder, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-             expires_at = excluded.expires_at \
-             WHERE named_locks.expires_at <= $4 OR named_locks.holder = excluded.holder",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now.saturating_add(ttl_ms))
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db("try_lock"))?;
+        let done = sqlx::query(TAKE_LOCK)
+            .bind(name)
+            .bind(holder)
+            .bind(now.saturating_add(ttl_ms))
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(db("try_lock"))?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM named_locks WHERE name = $1 AND holder = $2")
+        sqlx::query(RELEASE_LOCK)
             .bind(name)
             .bind(holder)
             .execute(&self.pool)
             .await
             .map_err(db("unlock"))?;
         Ok(())
+    }
+
+    async fn lock_ops(&self, ops: &[LockOp]) -> Result<Vec<bool>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin("lock_ops").await?;
+        let out = logic::lock_ops(&mut tx, ops).await?;
+        tx.commit("lock_ops").await?;
+        Ok(out)
     }
 
     async fn clock_ms(&self) -> Result<Option<i64>, StoreError> {

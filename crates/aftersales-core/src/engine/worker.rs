@@ -194,10 +194,15 @@ pub struct Engine {
     wake: Notify,
     /// The group committer for starts, spawned by the first start.
     starter: std::sync::OnceLock<mpsc::Sender<Queued<NewInstance, Created>>>,
+    /// The group committer for named-lock operations, spawned by the first.
+    locker: std::sync::OnceLock<mpsc::Sender<Queued<LockOp, bool>>>,
 }
 
 /// Most starts written in one store transaction.
 const START_BATCH: usize = 64;
+
+/// Most named-lock operations written in one store transaction.
+const LOCK_BATCH: usize = 128;
 
 impl Engine {
     /// An engine over a store, a clock and a dispatcher; `catalogue` is what deployed
@@ -216,6 +221,7 @@ impl Engine {
             defs: RwLock::new(HashMap::new()),
             wake: Notify::new(),
             starter: std::sync::OnceLock::new(),
+            locker: std::sync::OnceLock::new(),
         }
     }
 
@@ -419,6 +425,57 @@ impl Engine {
             })?,
             // The committer's runtime is gone (an engine kept past its runtime): write alone.
             Err(mpsc::error::SendError((new, _))) => self.store.create_instance(new).await,
+        }
+    }
+
+    /// [`Store::try_lock`] at the engine's clock, through the lock committer: concurrent
+    /// callers' lock operations share one durable store write.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.lock_op(LockOp::Take {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            now: self.clock.now_ms(),
+            ttl_ms,
+        })
+        .await
+    }
+
+    /// [`Store::unlock`], through the lock committer.
+    pub async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.lock_op(LockOp::Release {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn lock_op(&self, op: LockOp) -> Result<bool, StoreError> {
+        let locker = self.locker.get_or_init(|| {
+            let store = self.store.clone();
+            group_committer("lock", LOCK_BATCH, move |ops: Vec<LockOp>| {
+                let store = store.clone();
+                async move { Ok(store.lock_ops(&ops).await?.into_iter().map(Ok).collect()) }
+            })
+            .0
+        });
+        let (reply, answer) = oneshot::channel();
+        match locker.send((op, reply)).await {
+            Ok(()) => answer.await.map_err(|_| {
+                StoreError::Unavailable("the lock committer has stopped".to_owned())
+            })?,
+            // The committer's runtime is gone (an engine kept past its runtime): write alone.
+            Err(mpsc::error::SendError((op, _))) => self
+                .store
+                .lock_ops(std::slice::from_ref(&op))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("the store answered no lock operation".into())),
         }
     }
 

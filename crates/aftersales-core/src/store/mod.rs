@@ -362,6 +362,38 @@ pub struct Commit {
     pub now: i64,
 }
 
+/// One operation on a named lock, for [`Store::lock_ops`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOp {
+    /// [`Store::try_lock`].
+    Take {
+        /// The lock.
+        name: String,
+        /// Who takes it.
+        holder: String,
+        /// The caller's now (unix ms).
+        now: i64,
+        /// How long it holds, unless released first.
+        ttl_ms: i64,
+    },
+    /// [`Store::unlock`].
+    Release {
+        /// The lock.
+        name: String,
+        /// Who releases it.
+        holder: String,
+    },
+}
+
+impl LockOp {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        match self {
+            LockOp::Take { name, .. } | LockOp::Release { name, .. } => name,
+        }
+    }
+}
+
 /// The result of one [`Commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -553,6 +585,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Releases the lock `name` if `holder` holds it; otherwise does nothing.
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Several [`Store::try_lock`]s and [`Store::unlock`]s in one durable write, applied in
+    /// the order given among operations on one name, each answered as if alone (an unlock
+    /// answers `true`). The engine's lock committer gathers concurrent callers' operations
+    /// into one call. The default applies them one by one; the SQL stores use one
+    /// transaction, taking the names in sorted order so that two such transactions on
+    /// different nodes cannot deadlock.
+    async fn lock_ops(&self, ops: &[LockOp]) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                LockOp::Take {
+                    name,
+                    holder,
+                    now,
+                    ttl_ms,
+                } => self.try_lock(name, holder, *now, *ttl_ms).await?,
+                LockOp::Release { name, holder } => {
+                    self.unlock(name, holder).await?;
+                    true
+                }
+            });
+        }
+        Ok(out)
+    }
 
     /// The store's own time in unix milliseconds, for a store several nodes share: every
     /// node reads leases, timers and lock expiries against this one clock (see

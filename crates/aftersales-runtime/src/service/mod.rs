@@ -247,7 +247,7 @@ impl AfterSales {
         let result = self
             .submit_locked(req, idempotency_key, &hash, line, wf, def)
             .await;
-        if let Err(e) = self.engine.store().unlock(&lock_name, &holder).await {
+        if let Err(e) = self.engine.unlock(&lock_name, &holder).await {
             // It expires by itself; the next submit on this order waits for that at worst.
             tracing::warn!(lock = %lock_name, error = %e, "could not release a submit lock");
         }
@@ -261,12 +261,11 @@ impl AfterSales {
         holder: &str,
         order_id: &str,
     ) -> Result<(), ServiceError> {
-        let store = self.engine.store();
         let deadline = tokio::time::Instant::now() + SUBMIT_LOCK_WAIT;
         loop {
-            let now = self.engine.clock().now_ms();
-            if store
-                .try_lock(name, holder, now, SUBMIT_LOCK_TTL_MS)
+            if self
+                .engine
+                .try_lock(name, holder, SUBMIT_LOCK_TTL_MS)
                 .await
                 .map_err(EngineError::from)?
             {
