@@ -1593,7 +1593,17 @@ async fn concurrent_lock_takers_through_the_engine_have_one_winner() {
         }
     }
     assert_eq!(winners.len(), 1, "{winners:?}");
-    assert!(!h.engine.try_lock("order/o-1", "late", 30_000).await.unwrap());
+    assert!(
+        !h.engine
+            .try_lock("order/o-1", "late", 30_000)
+            .await
+            .unwrap()
+    );
     h.engine.unlock("order/o-1", &winners[0]).await.unwrap();
-    assert!(h.engine.try_lock("order/o-1", "late", 30_000).await.unwrap());
+    assert!(
+        h.engine
+            .try_lock("order/o-1", "late", 30_000)
+            .await
+            .unwrap()
+    );
 }
