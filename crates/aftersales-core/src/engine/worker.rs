@@ -773,12 +773,23 @@ impl Engine {
                 .await
             {
                 Ok(kept) if kept.len() < ids.len() => {
-                    metrics::counter!("aftersales_leases_lost_total")
-                        .increment((ids.len() - kept.len()) as u64);
-                    tracing::warn!(
-                        lost = ids.len() - kept.len(),
-                        "leases lapsed before the heartbeat renewed them; their commits will be fenced"
-                    );
+                    // An instance whose last commit released its lease while the renewal ran
+                    // is not renewed either, and is no longer held once its task returns:
+                    // only those still held have lost their lease.
+                    let kept: HashSet<&String> = kept.iter().collect();
+                    let held_now = lock_held(&held);
+                    let lost = ids
+                        .iter()
+                        .filter(|id| !kept.contains(id) && held_now.contains(*id))
+                        .count();
+                    drop(held_now);
+                    if lost > 0 {
+                        metrics::counter!("aftersales_leases_lost_total").increment(lost as u64);
+                        tracing::warn!(
+                            lost,
+                            "leases lapsed before the heartbeat renewed them; their commits will be fenced"
+                        );
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
