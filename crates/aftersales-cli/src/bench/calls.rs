@@ -61,7 +61,7 @@ impl StoreCalls {
     pub(crate) fn print(&self, elapsed: f64) {
         println!("  store calls (time includes waiting for a connection):");
         let mut busy = 0.0;
-        for op in ["claim", "start", "commit"] {
+        for op in ["claim", "start", "commit", "lock"] {
             let (calls, items, _) = self.take("aftersales_store_batch_items", op);
             let (timed, secs, max) = self.take("aftersales_store_write_seconds", op);
             if timed == 0 {
