@@ -24,6 +24,8 @@ fn bench_on_sqlite_completes_every_instance_and_prints_its_figures() {
         "dispatch latency steps 2-5 p50/p95/p99:",
         "peak RSS (VmHWM):",
         "store bytes per instance:",
+        "store calls (time includes waiting for a connection):",
+        "instances per call",
         "single-row commits/s (1 connection):",
         "rows/s in 100-row transactions (1 connection):",
         "our steps/s ÷ this =",
@@ -61,6 +63,7 @@ fn waiting_instances_park_and_drain() {
         "store bytes per instance:",
         "wake-ups/s",
         "idle CPU while parked:",
+        "store calls (time includes waiting for a connection):",
     ] {
         assert!(stdout.contains(label), "missing `{label}` in:\n{stdout}");
     }

@@ -947,10 +947,11 @@ impl<'a> Machine<'a> {
                     .hist(fx, "pivot_passed", Some(&step_id), None, json!({}));
             }
         }
-        let scope = self.cx.scope(st, None);
         let target = match &step.next {
             Next::To(t) => Some(t.value.clone()),
             Next::Cases(cases) => {
+                // Only conditions read the scope: built here, not for every step.
+                let scope = self.cx.scope(st, None);
                 let mut chosen = None;
                 for c in cases {
                     match &c.when {
