@@ -1015,26 +1015,16 @@ impl Store for PgStore {
         now: i64,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        // One statement: insert, or take over a lock that expired or is ours already.
-        let done = sqlx::query(TAKE_LOCK)
-            .bind(name)
-            .bind(holder)
-            .bind(now.saturating_add(ttl_ms))
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db("try_lock"))?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.begin("try_lock").await?;
+        let held = tx.take_lock(name, holder, now, ttl_ms).await?;
+        tx.commit("try_lock").await?;
+        Ok(held)
     }
 
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query(RELEASE_LOCK)
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(db("unlock"))?;
-        Ok(())
+        let mut tx = self.begin("unlock").await?;
+        tx.release_lock(name, holder).await?;
+        tx.commit("unlock").await
     }
 
     async fn lock_ops(&self, ops: &[LockOp]) -> Result<Vec<bool>, StoreError> {
