@@ -82,18 +82,13 @@ pub(crate) trait Tx: Send {
         Ok(self.lock_heads(&[id.to_owned()]).await?.remove(id))
     }
 
-    /// Whether an instance with this id exists (takes no lock).
-    async fn exists(&mut self, id: &str) -> Result<bool, StoreError>;
-
-    /// The instance an idempotency key started and its request hash.
-    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError>;
-
-    /// Inserts a new running instance, due at `new.now`; false when the id or the key is taken
-    /// (by a concurrent transaction, since the caller looked first).
-    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError>;
-
     /// Which of these ids are instances (takes no lock), in one statement.
     async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError>;
+
+    /// Whether an instance with this id exists (takes no lock).
+    async fn exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(!self.existing_ids(&[id]).await?.is_empty())
+    }
 
     /// The instance and request hash of each of these idempotency keys that started one, in
     /// one statement.
@@ -102,13 +97,23 @@ pub(crate) trait Tx: Send {
         keys: &[&str],
     ) -> Result<HashMap<String, (String, String)>, StoreError>;
 
-    /// [`Tx::insert_instance`] for many in one statement, inserted in the order given (ids and
-    /// keys distinct); returns the ids inserted. One whose id or key a concurrent transaction
-    /// took is skipped.
+    /// The instance an idempotency key started and its request hash.
+    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self.key_owners(&[key]).await?.remove(key))
+    }
+
+    /// Inserts new running instances, each due at its `now`, in one statement, in the order
+    /// given (ids and keys distinct); returns the ids inserted. One whose id or key is taken
+    /// (by a concurrent transaction, since the caller looked first) is skipped.
     async fn insert_instances(
         &mut self,
         news: &[&NewInstance],
     ) -> Result<HashSet<String>, StoreError>;
+
+    /// [`Tx::insert_instances`] of one; false when its id or its key is taken.
+    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError> {
+        Ok(self.insert_instances(&[new]).await?.contains(&new.id))
+    }
 
     /// Appends each instance's history events after its last sequence number, for many
     /// instances in one statement (each instance at most once).
@@ -207,6 +212,24 @@ pub(crate) async fn lock_ops<T: Tx + ?Sized>(
 /// How many times a create that lost a race to a concurrent one looks again.
 const CREATE_ATTEMPTS: usize = 3;
 
+/// The answer to a start whose idempotency key already started `existing`, with request
+/// hash `hash`: that instance for the same request, a conflict for another.
+fn key_taken(
+    new: &NewInstance,
+    key: &str,
+    existing: String,
+    hash: &str,
+) -> Result<Created, StoreError> {
+    if hash == new.request_hash {
+        Ok(Created::Existing(existing))
+    } else {
+        Err(StoreError::KeyConflict {
+            key: key.to_owned(),
+            existing,
+        })
+    }
+}
+
 /// `MemoryStore`'s `insert_instance`: the key first, then the id, then insert.
 pub(crate) async fn create_instance<T: Tx + ?Sized>(
     tx: &mut T,
@@ -216,14 +239,7 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
         if let Some(key) = &new.idempotency_key
             && let Some((existing, hash)) = tx.key_owner(key).await?
         {
-            return if hash == new.request_hash {
-                Ok(Created::Existing(existing))
-            } else {
-                Err(StoreError::KeyConflict {
-                    key: key.clone(),
-                    existing,
-                })
-            };
+            return key_taken(new, key, existing, &hash);
         }
         if tx.exists(&new.id).await? {
             return Ok(Created::Existing(new.id.clone()));
@@ -278,14 +294,7 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
         if let Some(key) = &n.idempotency_key
             && let Some((owner, hash)) = owners.get(key)
         {
-            out[i] = Some(if *hash == n.request_hash {
-                Ok(Created::Existing(owner.clone()))
-            } else {
-                Err(StoreError::KeyConflict {
-                    key: key.clone(),
-                    existing: owner.clone(),
-                })
-            });
+            out[i] = Some(key_taken(n, key, owner.clone(), hash));
         } else if existing.contains(&n.id) {
             out[i] = Some(Ok(Created::Existing(n.id.clone())));
         } else if !taken_ids.insert(n.id.as_str())

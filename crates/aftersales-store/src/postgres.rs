@@ -270,50 +270,6 @@ impl Tx for PgTx {
         heads(rows)
     }
 
-    async fn exists(&mut self, id: &str) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1)")
-            .bind(id)
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(db("read instance"))
-    }
-
-    async fn key_owner(&mut self, key: &str) -> Result<Option<(String, String)>, StoreError> {
-        sqlx::query_as("SELECT id, request_hash FROM instances WHERE idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&mut *self.0)
-            .await
-            .map_err(db("read idempotency key"))
-    }
-
-    async fn insert_instance(&mut self, new: &NewInstance) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
-             idempotency_key, request_hash, search_key, input, params, state, due_at, \
-             created_at, updated_at, meta) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9::jsonb, $10::jsonb, \
-             $11::jsonb, $12, $12, $12, $13::jsonb) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&new.id)
-        .bind(&new.parent_id)
-        .bind(&new.workflow)
-        .bind(i64::from(new.version))
-        .bind(&new.business_line)
-        .bind(&new.idempotency_key)
-        .bind(&new.request_hash)
-        .bind(&new.search_key)
-        .bind(json_text(&new.input)?)
-        .bind(json_text(&new.params)?)
-        .bind(json_text(&new.state)?)
-        .bind(new.now)
-        .bind(json_text(&new.meta)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("insert instance"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
         let found: Vec<String> =
             sqlx::query_scalar("SELECT id FROM instances WHERE id = ANY($1::text[])")
