@@ -1,16 +1,15 @@
 //! The SQLite store: one file, WAL, one writer.
 
-use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, HistoryRecord,
-    InboxMessage, InstanceRecord, ListFilter, LockOp, MessageKind, NewHistory, NewInstance,
-    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
+    InstanceRecord, ListFilter, LockOp, NewInstance, SaleRecord, SalesTotal, Store, StoreError,
+    StoreStats,
 };
 use async_trait::async_trait;
-use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -18,11 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::error::db;
-use crate::logic::{self, Head, InstanceUpdate, Tx, heads};
-use crate::rows::{
-    DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
-    sql_limit,
-};
+use crate::logic::{self, Tx};
+use crate::rows::{DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, sql_limit};
+use crate::sqlite_sync::{SyncTx, SyncWriter, complete};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -46,13 +43,21 @@ const INBOX_COLS: &str =
 /// success, and a store that records refunds must not forget a committed write; `FULL` syncs
 /// the WAL on every commit, which group commit keeps affordable. `busy_timeout` is 5 s.
 ///
-/// Writes go through a pool of exactly one connection, and each write transaction starts with
-/// `BEGIN IMMEDIATE`, so writers queue instead of failing with `SQLITE_BUSY` (also against
-/// another process on the same file); reads use a separate small pool.
+/// One write transaction at a time: every writer first takes the one connection of the sqlx
+/// writer pool, and each write transaction starts with `BEGIN IMMEDIATE`, so writers queue
+/// instead of failing with `SQLITE_BUSY` (also against another process on the same file);
+/// reads use a separate small pool. Claims, lease renewals and the other single-purpose writes
+/// run on that sqlx connection; creates, commits, deliveries and lock operations (the
+/// transactions of `crate::logic`) run on a synchronous connection on a blocking thread while
+/// their caller holds it (`crate::sqlite_sync`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The synchronous write connection, for the transactions of `crate::logic`.
+    sync: SyncWriter,
+    /// The private directory of an in-memory store's file, removed with the last clone.
+    _scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 impl SqliteStore {
@@ -63,6 +68,10 @@ impl SqliteStore {
         if is_memory(path_or_url) {
             return SqliteStore::in_memory().await;
         }
+        SqliteStore::open_file(path_or_url).await
+    }
+
+    async fn open_file(path_or_url: &str) -> Result<SqliteStore, StoreError> {
         let options = if path_or_url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(path_or_url).map_err(db("sqlite open"))?
         } else {
@@ -89,42 +98,56 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| db("sqlite migrate")(e.into()))?;
+        let sync = SyncWriter::open(options.get_filename(), BUSY_TIMEOUT)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_with(options)
             .await
             .map_err(db("sqlite open"))?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            sync,
+            _scratch: None,
+        })
     }
 
-    /// A fresh, empty in-memory database (for tests): one connection that lives as long as
-    /// the store, used for reads and writes alike.
+    /// A fresh, empty private database (`sqlite::memory:`): a file in a new temporary
+    /// directory, removed when the last clone of the store is dropped (a crash leaves it
+    /// behind in the system's temporary directory). A file rather than SQLite's in-memory
+    /// mode because the store reaches its database through two connections (see
+    /// `crate::sqlite_sync`), and an in-memory database belongs to one.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(db("sqlite open"))?
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(db("sqlite open"))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| db("sqlite migrate")(e.into()))?;
-        Ok(SqliteStore {
-            writer: pool.clone(),
-            reader: pool,
-        })
+        let dir = tempfile::Builder::new()
+            .prefix("aftersales-memory-")
+            .tempdir()
+            .map_err(|e| {
+                StoreError::Unavailable(format!("sqlite open: a temporary directory: {e}"))
+            })?;
+        let mut store =
+            SqliteStore::open_file(&dir.path().join("store.db").to_string_lossy()).await?;
+        store._scratch = Some(Arc::new(dir));
+        Ok(store)
     }
 
     /// Closes every connection, waiting for those in use to be returned.
     pub async fn close(&self) {
+        self.sync.close().await;
         self.writer.close().await;
         self.reader.close().await;
+    }
+
+    /// Runs `work` as one write transaction on the synchronous connection, holding the sqlx
+    /// writer connection meanwhile: it is the store's one write slot, so this transaction
+    /// and the sqlx ones ([`SqliteStore::begin`]) take turns instead of waiting on the file
+    /// lock.
+    async fn write<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SyncTx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let slot = self.writer.acquire().await.map_err(db(op))?;
+        self.sync.transaction(op, slot, work).await
     }
 
     async fn begin(&self, op: &'static str) -> Result<SqliteTx, StoreError> {
@@ -138,13 +161,13 @@ impl SqliteStore {
 }
 
 /// `try_lock`: insert, or take over a lock that expired or is the holder's already.
-const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+pub(crate) const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at \
              WHERE named_locks.expires_at <= ?4 OR named_locks.holder = excluded.holder";
 
 /// `unlock`: only the holder's own lock.
-const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = ?1 AND holder = ?2";
+pub(crate) const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = ?1 AND holder = ?2";
 
 fn is_memory(path_or_url: &str) -> bool {
     path_or_url == ":memory:" || path_or_url.contains(":memory:") || {
@@ -163,365 +186,6 @@ struct SqliteTx(Transaction<'static, Sqlite>);
 impl SqliteTx {
     async fn commit(self, op: &'static str) -> Result<(), StoreError> {
         self.0.commit().await.map_err(db(op))
-    }
-}
-
-#[async_trait]
-impl Tx for SqliteTx {
-    async fn lock_correlations(&mut self, _: &[String], _: &[String]) -> Result<(), StoreError> {
-        // One writer at a time: the transaction already excludes every other writer.
-        Ok(())
-    }
-
-    async fn lock_instances(&mut self, _: &[String]) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        // The write transaction already excludes every other writer: reading is locking.
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, status, lease_version, wake FROM instances \
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_list(ids)?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db("read instances"))?;
-        heads(rows)
-    }
-
-    async fn existing_ids(&mut self, ids: &[&str]) -> Result<HashSet<String>, StoreError> {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM instances WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_list(ids)?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db("read instances"))?;
-        Ok(found.into_iter().collect())
-    }
-
-    async fn key_owners(
-        &mut self,
-        keys: &[&str],
-    ) -> Result<HashMap<String, (String, String)>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT idempotency_key, id, request_hash FROM instances \
-             WHERE idempotency_key IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(json_list(keys)?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db("read idempotency keys"))?;
-        Ok(rows.into_iter().map(|(k, id, h)| (k, (id, h))).collect())
-    }
-
-    async fn insert_instances(
-        &mut self,
-        news: &[&NewInstance],
-    ) -> Result<HashSet<String>, StoreError> {
-        if news.is_empty() {
-            return Ok(HashSet::new());
-        }
-        // One JSON array of rows; the JSON columns as strings, stored exactly as serialised.
-        let rows = news
-            .iter()
-            .map(|n| {
-                Ok(json!([
-                    n.id,
-                    n.parent_id,
-                    n.workflow,
-                    n.version,
-                    n.business_line,
-                    n.idempotency_key,
-                    n.request_hash,
-                    n.search_key,
-                    json_text(&n.input)?,
-                    json_text(&n.params)?,
-                    json_text(&n.state)?,
-                    n.now,
-                    json_text(&n.meta)?
-                ]))
-            })
-            .collect::<Result<Vec<Value>, StoreError>>()?;
-        // `WHERE true`: SQLite's grammar needs it between a SELECT and an upsert clause.
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO instances (id, parent_id, workflow, version, business_line, status, \
-             idempotency_key, request_hash, search_key, input, params, state, due_at, \
-             created_at, updated_at, meta) \
-             SELECT u.value ->> 0, u.value ->> 1, u.value ->> 2, u.value ->> 3, u.value ->> 4, \
-                 'running', u.value ->> 5, u.value ->> 6, u.value ->> 7, u.value ->> 8, \
-                 u.value ->> 9, u.value ->> 10, u.value ->> 11, u.value ->> 11, \
-                 u.value ->> 11, u.value ->> 12 \
-             FROM json_each(?1) AS u WHERE true ORDER BY u.key \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(json_text(&Value::Array(rows))?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db("insert instances"))?;
-        Ok(inserted.into_iter().collect())
-    }
-
-    async fn append_histories(
-        &mut self,
-        items: &[(&str, &[NewHistory])],
-    ) -> Result<(), StoreError> {
-        // One JSON array of rows for the whole batch: `[id, ord, at, kind, step, attempt,
-        // data]`, with the data as a string so it is stored exactly as serialised.
-        let mut rows: Vec<Value> = Vec::new();
-        for (id, events) in items {
-            for (ord, h) in (1i64..).zip(events.iter()) {
-                rows.push(json!([
-                    id,
-                    ord,
-                    h.at,
-                    h.kind,
-                    h.step,
-                    h.attempt,
-                    json_text(&h.data)?
-                ]));
-            }
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        // SQLite runs a SELECT that reads the table it inserts into to completion first, so
-        // each instance's events follow its last sequence number in order.
-        sqlx::query(
-            "INSERT INTO history (instance_id, seq, at, kind, step, attempt, data) \
-             SELECT u.value ->> 0, COALESCE((SELECT MAX(h.seq) FROM history h \
-                 WHERE h.instance_id = u.value ->> 0), 0) + (u.value ->> 1), \
-             u.value ->> 2, u.value ->> 3, u.value ->> 4, u.value ->> 5, u.value ->> 6 \
-             FROM json_each(?1) AS u",
-        )
-        .bind(json_text(&Value::Array(rows))?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("append history"))?;
-        Ok(())
-    }
-
-    async fn update_instances(&mut self, updates: &[InstanceUpdate<'_>]) -> Result<(), StoreError> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let rows = updates
-            .iter()
-            .map(|u| {
-                Ok(json!([
-                    u.id,
-                    u.status.as_str(),
-                    json_text(u.state)?,
-                    u.due_at,
-                    u.needs_attention,
-                    u.now,
-                    u.release,
-                    u.extend_lease
-                ]))
-            })
-            .collect::<Result<Vec<Value>, StoreError>>()?;
-        sqlx::query(
-            "UPDATE instances SET status = u.value ->> 1, state = u.value ->> 2, \
-             due_at = u.value ->> 3, needs_attention = u.value ->> 4, updated_at = u.value ->> 5, \
-             lease_owner = CASE WHEN u.value ->> 6 THEN NULL ELSE lease_owner END, \
-             lease_until = CASE WHEN u.value ->> 6 THEN 0 \
-                 ELSE MAX(lease_until, u.value ->> 7) END \
-             FROM json_each(?1) AS u WHERE instances.id = u.value ->> 0",
-        )
-        .bind(json_text(&Value::Array(rows))?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("update instance"))?;
-        Ok(())
-    }
-
-    async fn mark_consumed(&mut self, pairs: &[(&str, i64)]) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE inbox SET consumed = 1 FROM json_each(?1) AS u \
-             WHERE inbox.id = u.value ->> 1 AND inbox.instance_id = u.value ->> 0",
-        )
-        .bind(json_list(pairs)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("consume messages"))?;
-        Ok(())
-    }
-
-    async fn replace_waits(
-        &mut self,
-        items: &[(&str, &[(String, String)])],
-    ) -> Result<(), StoreError> {
-        let ids: Vec<&str> = items.iter().map(|(id, _)| *id).collect();
-        sqlx::query("DELETE FROM waits WHERE instance_id IN (SELECT value FROM json_each(?1))")
-            .bind(json_list(&ids)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("replace waits"))?;
-        let rows: Vec<(&str, &str, &str)> = items
-            .iter()
-            .flat_map(|(id, waits)| {
-                waits
-                    .iter()
-                    .map(move |(n, k)| (*id, n.as_str(), k.as_str()))
-            })
-            .collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        // `WHERE true` tells the parser the `ON CONFLICT` is the upsert clause.
-        sqlx::query(
-            "INSERT INTO waits (instance_id, name, correlation) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(json_list(&rows)?)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("replace waits"))?;
-        Ok(())
-    }
-
-    async fn buffered_for(
-        &mut self,
-        correlations: &[String],
-    ) -> Result<Vec<InboxMessage>, StoreError> {
-        let rows: Vec<MessageRow> = sqlx::query_as(
-            "SELECT id, '' AS instance_id, 'event' AS kind, name, correlation, dedupe_id, \
-             payload, received_at FROM buffered_events \
-             WHERE correlation IN (SELECT value FROM json_each(?1)) ORDER BY id",
-        )
-        .bind(json_list(correlations)?)
-        .fetch_all(&mut *self.0)
-        .await
-        .map_err(db("read buffered events"))?;
-        rows.into_iter().map(MessageRow::into_message).collect()
-    }
-
-    async fn delete_buffered(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM buffered_events WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(json_list(ids)?)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("hand over buffered events"))?;
-        Ok(())
-    }
-
-    async fn inbox_has(
-        &mut self,
-        id: &str,
-        dedupe_id: &str,
-        kind: Option<MessageKind>,
-    ) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM inbox WHERE instance_id = ?1 AND dedupe_id = ?2 \
-             AND (?3 IS NULL OR kind = ?3))",
-        )
-        .bind(id)
-        .bind(dedupe_id)
-        .bind(kind.map(kind_str))
-        .fetch_one(&mut *self.0)
-        .await
-        .map_err(db("read inbox"))
-    }
-
-    async fn insert_inbox(&mut self, id: &str, msg: &InboxMessage) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO inbox (instance_id, kind, name, correlation, dedupe_id, payload, \
-             received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(kind_str(msg.kind))
-        .bind(&msg.name)
-        .bind(&msg.correlation)
-        .bind(&msg.dedupe_id)
-        .bind(json_text(&msg.payload)?)
-        .bind(msg.received_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("insert message"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn bump_wake(&mut self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE instances SET wake = wake + 1, \
-             due_at = CASE WHEN due_at IS NULL OR due_at > ?2 THEN ?2 ELSE due_at END \
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("wake instance"))?;
-        Ok(())
-    }
-
-    async fn mark_event_seen(&mut self, name: &str, dedupe_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO seen_events (name, dedupe_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )
-        .bind(name)
-        .bind(dedupe_id)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("record event"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn waiters(&mut self, correlation: &str) -> Result<Vec<(String, String)>, StoreError> {
-        sqlx::query_as("SELECT instance_id, name FROM waits WHERE correlation = ?1")
-            .bind(correlation)
-            .fetch_all(&mut *self.0)
-            .await
-            .map_err(db("read waits"))
-    }
-
-    async fn buffer_event(&mut self, msg: &InboxMessage) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO buffered_events (name, correlation, dedupe_id, payload, received_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&msg.name)
-        .bind(&msg.correlation)
-        .bind(&msg.dedupe_id)
-        .bind(json_text(&msg.payload)?)
-        .bind(msg.received_at)
-        .execute(&mut *self.0)
-        .await
-        .map_err(db("buffer event"))?;
-        Ok(())
-    }
-
-    async fn take_lock(
-        &mut self,
-        name: &str,
-        holder: &str,
-        now: i64,
-        ttl_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(TAKE_LOCK)
-            .bind(name)
-            .bind(holder)
-            .bind(now.saturating_add(ttl_ms))
-            .bind(now)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("try_lock"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query(RELEASE_LOCK)
-            .bind(name)
-            .bind(holder)
-            .execute(&mut *self.0)
-            .await
-            .map_err(db("unlock"))?;
-        Ok(())
     }
 }
 
@@ -569,20 +233,20 @@ impl Store for SqliteStore {
     }
 
     async fn create_instance(&self, new: NewInstance) -> Result<Created, StoreError> {
-        let mut tx = self.begin("create_instance").await?;
-        let created = logic::create_instance(&mut tx, &new).await?;
-        tx.commit("create_instance").await?;
-        Ok(created)
+        self.write("create_instance", move |tx| {
+            complete("create_instance", logic::create_instance(tx, &new))
+        })
+        .await
     }
 
     async fn create_instances(
         &self,
         news: Vec<NewInstance>,
     ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
-        let mut tx = self.begin("create_instance").await?;
-        let out = logic::create_instances(&mut tx, &news).await?;
-        tx.commit("create_instance").await?;
-        Ok(out)
+        self.write("create_instance", move |tx| {
+            complete("create_instance", logic::create_instances(tx, &news))
+        })
+        .await
     }
 
     async fn claim_due(
@@ -628,17 +292,17 @@ impl Store for SqliteStore {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin("commit").await?;
-        let out = logic::commit(&mut tx, &commits).await?;
-        tx.commit("commit").await?;
-        Ok(out)
+        self.write("commit", move |tx| {
+            complete("commit", logic::commit(tx, &commits))
+        })
+        .await
     }
 
     async fn deliver(&self, delivery: Delivery, now: i64) -> Result<Delivered, StoreError> {
-        let mut tx = self.begin("deliver").await?;
-        let out = logic::deliver(&mut tx, delivery, now).await?;
-        tx.commit("deliver").await?;
-        Ok(out)
+        self.write("deliver", move |tx| {
+            complete("deliver", logic::deliver(tx, delivery, now))
+        })
+        .await
     }
 
     async fn get_instance(&self, id: &str) -> Result<Option<InstanceRecord>, StoreError> {
@@ -822,26 +486,30 @@ impl Store for SqliteStore {
         now: i64,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin("try_lock").await?;
-        let held = tx.take_lock(name, holder, now, ttl_ms).await?;
-        tx.commit("try_lock").await?;
-        Ok(held)
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write("try_lock", move |tx| {
+            complete("try_lock", tx.take_lock(&name, &holder, now, ttl_ms))
+        })
+        .await
     }
 
     async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let mut tx = self.begin("unlock").await?;
-        tx.release_lock(name, holder).await?;
-        tx.commit("unlock").await
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        self.write("unlock", move |tx| {
+            complete("unlock", tx.release_lock(&name, &holder))
+        })
+        .await
     }
 
     async fn lock_ops(&self, ops: &[LockOp]) -> Result<Vec<bool>, StoreError> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin("lock_ops").await?;
-        let out = logic::lock_ops(&mut tx, ops).await?;
-        tx.commit("lock_ops").await?;
-        Ok(out)
+        let ops = ops.to_vec();
+        self.write("lock_ops", move |tx| {
+            complete("lock_ops", logic::lock_ops(tx, &ops))
+        })
+        .await
     }
 
     async fn sales_totals(&self, from: i64, to: i64) -> Result<Vec<SalesTotal>, StoreError> {
