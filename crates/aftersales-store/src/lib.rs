@@ -11,8 +11,8 @@
 //! On PostgreSQL the transactions that could race (a commit registering waits while an event
 //! for them arrives, two commits notifying each other's instances) take their locks in one
 //! global order: correlation keys first, then instance rows sorted by id. SQLite has one
-//! writer at a time, so it needs no locks of its own; its shared-logic transactions run whole
-//! on a blocking thread through a synchronous connection (`sqlite_sync`).
+//! writer at a time, so it needs no locks of its own; its engine transactions run whole on a
+//! blocking thread through a synchronous connection (`sqlite_sync`).
 
 #![warn(missing_docs)]
 

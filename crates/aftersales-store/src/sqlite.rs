@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::error::db;
 use crate::logic::{self, Tx};
-use crate::rows::{DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, sql_limit};
+use crate::rows::{DefinitionRow, HistoryRow, InstanceRow, count, sql_limit};
 use crate::sqlite_sync::{SyncTx, SyncWriter, complete};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -29,11 +29,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections for reads; WAL lets them run beside the one writer.
 const READERS: u32 = 4;
 
-const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
+/// The columns of an [`InstanceRow`], in its order.
+pub(crate) const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
      idempotency_key, search_key, input, params, state, due_at, needs_attention, created_at, \
      updated_at, lease_version, wake, meta";
 
-const INBOX_COLS: &str =
+/// The columns of a [`crate::rows::MessageRow`], in its order.
+pub(crate) const INBOX_COLS: &str =
     "id, instance_id, kind, name, correlation, dedupe_id, payload, received_at";
 
 /// The embedded store: everything in one SQLite file.
@@ -46,10 +48,10 @@ const INBOX_COLS: &str =
 /// One write transaction at a time: every writer first takes the one connection of the sqlx
 /// writer pool, and each write transaction starts with `BEGIN IMMEDIATE`, so writers queue
 /// instead of failing with `SQLITE_BUSY` (also against another process on the same file);
-/// reads use a separate small pool. Claims, lease renewals and the other single-purpose writes
-/// run on that sqlx connection; creates, commits, deliveries and lock operations (the
-/// transactions of `crate::logic`) run on a synchronous connection on a blocking thread while
-/// their caller holds it (`crate::sqlite_sync`).
+/// reads use a separate small pool. Definitions and sales are written on that sqlx
+/// connection; creates, commits, deliveries, claims, lease renewals and lock operations run
+/// on a synchronous connection on a blocking thread while their caller holds it
+/// (`crate::sqlite_sync`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -175,11 +177,6 @@ fn is_memory(path_or_url: &str) -> bool {
     }
 }
 
-/// A JSON array of values, for `IN (SELECT value FROM json_each(?))`.
-fn json_list<T: serde::Serialize>(items: &[T]) -> Result<String, StoreError> {
-    serde_json::to_string(items).map_err(|e| crate::error::json_corrupt("id list", e))
-}
-
 /// A write transaction (`BEGIN IMMEDIATE` on the single writer connection).
 struct SqliteTx(Transaction<'static, Sqlite>);
 
@@ -259,33 +256,11 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin("claim_due").await?;
-        let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
-            "UPDATE instances SET lease_owner = ?1, lease_until = ?2, \
-             lease_version = lease_version + 1 \
-             WHERE id IN (SELECT id FROM instances WHERE status = 'running' \
-                 AND due_at IS NOT NULL AND due_at <= ?3 AND lease_until <= ?3 \
-                 ORDER BY due_at, id LIMIT ?4) \
-             RETURNING {INSTANCE_COLS}"
-        ))
-        .bind(owner)
-        .bind(now.saturating_add(lease_ms))
-        .bind(now)
-        .bind(sql_limit(limit))
-        .fetch_all(&mut *tx.0)
+        let owner = owner.to_owned();
+        self.write("claim_due", move |tx| {
+            tx.claim_due(&owner, now, lease_ms, limit)
+        })
         .await
-        .map_err(db("claim_due"))?;
-        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-        let messages: Vec<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {INBOX_COLS} FROM inbox WHERE consumed = 0 \
-             AND instance_id IN (SELECT value FROM json_each(?1)) ORDER BY id"
-        ))
-        .bind(json_list(&ids)?)
-        .fetch_all(&mut *tx.0)
-        .await
-        .map_err(db("claim_due"))?;
-        tx.commit("claim_due").await?;
-        claimed(rows, messages)
     }
 
     async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError> {
@@ -412,26 +387,11 @@ impl Store for SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin("renew_leases").await?;
-        let mut held = Vec::new();
-        for id in ids {
-            let done = sqlx::query(
-                "UPDATE instances SET lease_until = MAX(lease_until, ?4) \
-                 WHERE id = ?1 AND lease_owner = ?2 AND lease_until > ?3",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .bind(now.saturating_add(lease_ms))
-            .execute(&mut *tx.0)
-            .await
-            .map_err(db("renew_leases"))?;
-            if done.rows_affected() == 1 {
-                held.push(id.clone());
-            }
-        }
-        tx.commit("renew_leases").await?;
-        Ok(held)
+        let (owner, ids) = (owner.to_owned(), ids.to_vec());
+        self.write("renew_leases", move |tx| {
+            tx.renew_leases(&owner, &ids, now, lease_ms)
+        })
+        .await
     }
 
     async fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {

@@ -1,7 +1,7 @@
 //! The SQLite store's write transactions, run whole on a blocking thread.
 //!
 //! Through sqlx every statement is a round trip between the async task and the connection's
-//! worker thread, and a commit of a batch takes a dozen of them; measured, the writer spent
+//! worker thread, and a commit of a batch takes seven or more of them; measured, the writer spent
 //! more of each transaction waiting between statements than running them. Here a
 //! transaction's statements run back to back on one thread, as prepared statements kept
 //! between transactions, with the same row logic (`crate::logic`) as the PostgreSQL store.
@@ -18,12 +18,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use aftersales_core::store::{InboxMessage, MessageKind, NewHistory, NewInstance, StoreError};
+use aftersales_core::store::{
+    Claimed, InboxMessage, MessageKind, NewHistory, NewInstance, StoreError,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::logic::{Head, InstanceUpdate, Tx, heads};
-use crate::rows::{MessageRow, json_text, kind_str};
+use crate::rows::{InstanceRow, MessageRow, claimed, json_text, kind_str, sql_limit};
+use crate::sqlite::{INBOX_COLS, INSTANCE_COLS};
 
 /// Maps a rusqlite error from operation `op`, as [`crate::error::db`] maps sqlx's: a value
 /// that does not read back is [`StoreError::Corrupt`], anything else (a busy file, I/O, a
@@ -156,6 +159,120 @@ impl<'c> SyncTx<'c> {
             .and_then(|mut s| s.execute(args))
             .map_err(sdb(op))
     }
+}
+
+impl SyncTx<'_> {
+    /// `Store::claim_due`: leases up to `limit` due instances, oldest due first, and reads
+    /// their unconsumed messages.
+    pub(crate) fn claim_due(
+        &mut self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let op = "claim_due";
+        let mut claim = self
+            .conn
+            .prepare_cached(&format!(
+                "UPDATE instances SET lease_owner = ?1, lease_until = ?2, \
+                 lease_version = lease_version + 1 \
+                 WHERE id IN (SELECT id FROM instances WHERE status = 'running' \
+                     AND due_at IS NOT NULL AND due_at <= ?3 AND lease_until <= ?3 \
+                     ORDER BY due_at, id LIMIT ?4) \
+                 RETURNING {INSTANCE_COLS}"
+            ))
+            .map_err(sdb(op))?;
+        let rows = claim
+            .query_map(
+                params![owner, now.saturating_add(lease_ms), now, sql_limit(limit)],
+                instance_row,
+            )
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(sdb(op))?;
+        drop(claim);
+        let mut pending = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {INBOX_COLS} FROM inbox WHERE instance_id = ?1 AND consumed = 0 \
+                 ORDER BY id"
+            ))
+            .map_err(sdb(op))?;
+        let mut messages = Vec::new();
+        for row in &rows {
+            let found = pending
+                .query_map([&row.id], message_row)
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(sdb(op))?;
+            messages.extend(found);
+        }
+        claimed(rows, messages)
+    }
+
+    /// `Store::renew_leases`: the ids whose lease this owner still held and now holds longer.
+    pub(crate) fn renew_leases(
+        &mut self,
+        owner: &str,
+        ids: &[String],
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut renew = self
+            .conn
+            .prepare_cached(
+                "UPDATE instances SET lease_until = MAX(lease_until, ?4) \
+                 WHERE id = ?1 AND lease_owner = ?2 AND lease_until > ?3",
+            )
+            .map_err(sdb("renew_leases"))?;
+        let mut held = Vec::new();
+        for id in ids {
+            let done = renew
+                .execute(params![id, owner, now, now.saturating_add(lease_ms)])
+                .map_err(sdb("renew_leases"))?;
+            if done == 1 {
+                held.push(id.clone());
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// An `instances` row selected as `INSTANCE_COLS`, in that order.
+fn instance_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: r.get(0)?,
+        parent_id: r.get(1)?,
+        workflow: r.get(2)?,
+        version: r.get(3)?,
+        business_line: r.get(4)?,
+        status: r.get(5)?,
+        idempotency_key: r.get(6)?,
+        search_key: r.get(7)?,
+        input: r.get(8)?,
+        params: r.get(9)?,
+        state: r.get(10)?,
+        due_at: r.get(11)?,
+        needs_attention: r.get(12)?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        lease_version: r.get(15)?,
+        wake: r.get(16)?,
+        meta: r.get(17)?,
+    })
+}
+
+/// An `inbox` row selected as `INBOX_COLS`, in that order.
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        instance_id: r.get(1)?,
+        kind: r.get(2)?,
+        name: r.get(3)?,
+        correlation: r.get(4)?,
+        dedupe_id: r.get(5)?,
+        payload: r.get(6)?,
+        received_at: r.get(7)?,
+    })
 }
 
 impl Drop for SyncTx<'_> {

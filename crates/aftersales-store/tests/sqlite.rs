@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aftersales_core::store::Store;
+use aftersales_core::store::{Store, StoreError};
 use aftersales_store::conformance::{self, TempSqlite};
 use aftersales_store::{SqliteStore, open_store};
 
@@ -53,6 +53,32 @@ async fn in_memory_store_keeps_its_data() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     conformance::durable_state_populate(store.clone()).await;
     conformance::durable_state_verify(store).await;
+}
+
+/// Each `sqlite::memory:` store is a database of its own.
+#[tokio::test]
+async fn in_memory_stores_are_separate() {
+    let first = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let second = SqliteStore::in_memory().await.unwrap();
+    conformance::durable_state_populate(first.clone()).await;
+    assert!(!first.definitions().await.unwrap().is_empty());
+    assert_eq!(second.definitions().await.unwrap(), vec![]);
+}
+
+/// A closed store refuses writes as `Unavailable` (a caller may retry elsewhere), without
+/// panicking, whichever connection the write would have used.
+#[tokio::test]
+async fn closed_store_refuses_writes() {
+    let file = TempSqlite::new();
+    let store = file.open().await;
+    store.close().await;
+    let err = store
+        .try_lock("order-1", "holder", 0, 1_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let err = store.claim_due("worker", 0, 1_000, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
 }
 
 /// Unknown URL schemes are refused with a message that names the scheme only.
