@@ -56,7 +56,7 @@ pub(crate) const INBOX_COLS: &str =
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// The synchronous write connection, for the transactions of `crate::logic`.
+    /// The synchronous write connection: creates, commits, deliveries, claims, renewals, locks.
     sync: SyncWriter,
     /// The private directory of an in-memory store's file, removed with the last clone.
     _scratch: Option<Arc<tempfile::TempDir>>,
