@@ -147,7 +147,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub workers: usize,
     /// Most commits per store transaction (`WorkerConfig::commit_batch`).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub commit_batch: usize,
     /// Instead of the saga: park this many instances on a 7-day wait, then make them due
     /// and measure how fast they drain.

@@ -130,7 +130,8 @@ pub struct WorkerConfig {
     pub idle_poll_ms: i64,
     /// Most rounds one claim may run before the instance is released for fairness.
     pub max_rounds: u32,
-    /// Most commits written in one store transaction.
+    /// Most commits written in one store transaction. The default, 256, measured 18–30%
+    /// more steps/s than 64 on SQLite and no worse on PostgreSQL (docs/benchmarks.md).
     pub commit_batch: usize,
 }
 
@@ -142,7 +143,7 @@ impl Default for WorkerConfig {
             concurrency: 32,
             idle_poll_ms: 5_000,
             max_rounds: 64,
-            commit_batch: 64,
+            commit_batch: 256,
         }
     }
 }
