@@ -419,13 +419,10 @@ impl Engine {
             })
             .0
         });
-        let (reply, answer) = oneshot::channel();
-        match starter.send((new, reply)).await {
-            Ok(()) => answer.await.map_err(|_| {
-                StoreError::Unavailable("the start committer has stopped".to_owned())
-            })?,
+        match queue(starter, new, "start").await {
+            Ok(answer) => answer,
             // The committer's runtime is gone (an engine kept past its runtime): write alone.
-            Err(mpsc::error::SendError((new, _))) => self.store.create_instance(new).await,
+            Err(new) => self.store.create_instance(new).await,
         }
     }
 
@@ -465,13 +462,10 @@ impl Engine {
             })
             .0
         });
-        let (reply, answer) = oneshot::channel();
-        match locker.send((op, reply)).await {
-            Ok(()) => answer.await.map_err(|_| {
-                StoreError::Unavailable("the lock committer has stopped".to_owned())
-            })?,
+        match queue(locker, op, "lock").await {
+            Ok(answer) => answer,
             // The committer's runtime is gone (an engine kept past its runtime): write alone.
-            Err(mpsc::error::SendError((op, _))) => self
+            Err(op) => self
                 .store
                 .lock_ops(std::slice::from_ref(&op))
                 .await?
@@ -1207,6 +1201,24 @@ fn canonical(v: &Value) -> String {
 /// A write waiting for a group committer, and where its answer goes.
 type Queued<I, O> = (I, oneshot::Sender<Result<O, StoreError>>);
 
+/// Hands `item` to the group committer `op` and waits for its answer; gives the item back
+/// when the committer's task is gone before taking it.
+async fn queue<I, O>(
+    committer: &mpsc::Sender<Queued<I, O>>,
+    item: I,
+    op: &str,
+) -> Result<Result<O, StoreError>, I> {
+    let (reply, answer) = oneshot::channel();
+    if let Err(mpsc::error::SendError((item, _))) = committer.send((item, reply)).await {
+        return Err(item);
+    }
+    Ok(answer.await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "the {op} committer has stopped"
+        )))
+    }))
+}
+
 /// Spawns a task that takes what has queued up (at most `max` at a time) and writes it with
 /// one call of `write`, which answers each item in order; a failure of the call fails every
 /// item of that batch. The task ends once every sender is dropped and the queue is written.
@@ -1287,14 +1299,11 @@ impl CommitSink {
             CommitSink::Direct(store) => store.commit(vec![c]).await?.pop().ok_or_else(|| {
                 StoreError::Corrupt("the store returned no commit outcome".to_owned())
             }),
-            CommitSink::Batched(tx) => {
-                let (reply, rx) = oneshot::channel();
-                tx.send((c, reply))
-                    .await
-                    .map_err(|_| StoreError::Unavailable("the committer has stopped".to_owned()))?;
-                rx.await
-                    .map_err(|_| StoreError::Unavailable("the committer has stopped".to_owned()))?
-            }
+            CommitSink::Batched(tx) => queue(tx, c, "commit").await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the commit committer has stopped".to_owned(),
+                ))
+            }),
         }
     }
 }
