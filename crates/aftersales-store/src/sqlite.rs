@@ -162,15 +162,6 @@ impl SqliteStore {
     }
 }
 
-/// `try_lock`: insert, or take over a lock that expired or is the holder's already.
-pub(crate) const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-             expires_at = excluded.expires_at \
-             WHERE named_locks.expires_at <= ?4 OR named_locks.holder = excluded.holder";
-
-/// `unlock`: only the holder's own lock.
-pub(crate) const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = ?1 AND holder = ?2";
-
 fn is_memory(path_or_url: &str) -> bool {
     path_or_url == ":memory:" || path_or_url.contains(":memory:") || {
         path_or_url.starts_with("sqlite:") && path_or_url.contains("mode=memory")

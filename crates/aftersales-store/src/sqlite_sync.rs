@@ -28,6 +28,15 @@ use crate::logic::{Head, InstanceUpdate, Tx, heads};
 use crate::rows::{InstanceRow, MessageRow, claimed, json_text, kind_str, sql_limit};
 use crate::sqlite::{INBOX_COLS, INSTANCE_COLS};
 
+/// `try_lock`: insert, or take over a lock that expired or is the holder's already.
+const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE named_locks.expires_at <= ?4 OR named_locks.holder = excluded.holder";
+
+/// `unlock`: only the holder's own lock.
+const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = ?1 AND holder = ?2";
+
 /// Maps a rusqlite error from operation `op`, as [`crate::error::db`] maps sqlx's: a value
 /// that does not read back is [`StoreError::Corrupt`], anything else (a busy file, I/O, a
 /// refused statement) [`StoreError::Unavailable`], and the transaction wrote nothing.
@@ -628,14 +637,14 @@ impl Tx for SyncTx<'_> {
     ) -> Result<bool, StoreError> {
         let done = self.exec(
             "try_lock",
-            crate::sqlite::TAKE_LOCK,
+            TAKE_LOCK,
             params![name, holder, now.saturating_add(ttl_ms), now],
         )?;
         Ok(done == 1)
     }
 
     async fn release_lock(&mut self, name: &str, holder: &str) -> Result<(), StoreError> {
-        self.exec("unlock", crate::sqlite::RELEASE_LOCK, params![name, holder])?;
+        self.exec("unlock", RELEASE_LOCK, params![name, holder])?;
         Ok(())
     }
 }
