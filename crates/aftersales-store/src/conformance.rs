@@ -233,6 +233,7 @@ macro_rules! conformance_tests {
             commit_extends_the_lease_and_never_shortens_it,
             final_commit_ends_the_instance,
             message_during_lease_keeps_instance_due,
+            due_now_keeps_the_earlier_due_time,
             delivery_makes_a_parked_instance_due,
             buffered_event_is_handed_over_at_commit,
             event_reaches_every_matching_waiter_once,
@@ -1142,7 +1143,8 @@ pub async fn message_during_lease_keeps_instance_due(store: Arc<dyn Store>) {
     let mut commit = commit_of(&c, T0 + 50);
     commit.due_at = Some(T0 + 1_000_000);
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    assert_eq!(get(store, "a").await.due_at, Some(T0 + 50));
+    // Due now at the commit, and due since its creation at T0: that earlier time stays.
+    assert_eq!(get(store, "a").await.due_at, Some(T0));
 
     let c = claim_only(store, "w1", T0 + 50, "a").await;
     assert_eq!(c.wake, 1);
@@ -1153,7 +1155,7 @@ pub async fn message_during_lease_keeps_instance_due(store: Arc<dyn Store>) {
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     assert_eq!(get(store, "a").await.due_at, Some(T0 + 1_000_000));
 
-    // Parked with no due time: a message during the lease makes it due at the commit.
+    // Committing no due time: a message during the lease keeps it due (since T0 + 1_000_000).
     let c = claim_only(store, "w1", T0 + 1_000_000, "a").await;
     assert_eq!(
         signal(store, "a", "sig", "d2", T0 + 1_000_001).await,
@@ -1161,18 +1163,64 @@ pub async fn message_during_lease_keeps_instance_due(store: Arc<dyn Store>) {
     );
     let commit = commit_of(&c, T0 + 1_000_002);
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    assert_eq!(get(store, "a").await.due_at, Some(T0 + 1_000_002));
+    assert_eq!(get(store, "a").await.due_at, Some(T0 + 1_000_000));
 
-    // An earlier committed due time stays.
+    // Parked with no due time, a message makes it due; one during the next lease keeps it due
+    // through a commit of no due time.
     let c = claim_only(store, "w1", T0 + 1_000_002, "a").await;
+    let commit = commit_of(&c, T0 + 1_000_003);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    assert_eq!(get(store, "a").await.due_at, None);
+    let delivered = signal(store, "a", "sig", "d3", T0 + 1_000_004).await;
+    assert_eq!(delivered, accepted(&["a"]));
+    let c = claim_only(store, "w1", T0 + 1_000_004, "a").await;
     assert_eq!(
-        signal(store, "a", "sig", "d3", T0 + 1_000_003).await,
+        signal(store, "a", "sig", "d4", T0 + 1_000_005).await,
         accepted(&["a"])
     );
-    let mut commit = commit_of(&c, T0 + 1_000_010);
-    commit.due_at = Some(T0 + 1_000_004);
+    let mut commit = commit_of(&c, T0 + 1_000_006);
+    commit.consumed = c.inbox.iter().map(|m| m.id).collect();
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     assert_eq!(get(store, "a").await.due_at, Some(T0 + 1_000_004));
+}
+
+/// A commit that leaves an already-due instance due keeps the earlier due time (both mean
+/// "due now"), in a single commit and in a batch; a due time after `now` replaces it, and
+/// claims still find the instance in due order.
+pub async fn due_now_keeps_the_earlier_due_time(store: Arc<dyn Store>) {
+    let store = &*store;
+    create(store, new_instance("a", T0)).await;
+    create(store, new_instance("b", T0 + 1)).await;
+    let c = claim_only(store, "w1", T0, "a").await;
+    let mut commit = commit_of(&c, T0 + 10);
+    commit.due_at = Some(T0 + 10);
+    commit.release = false;
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    assert_eq!(get(store, "a").await.due_at, Some(T0));
+
+    // In a batch with another instance, the same rule; a later time replaces it.
+    let b = claim_only(store, "w1", T0 + 20, "b").await;
+    let mut a_commit = commit_of(&c, T0 + 20);
+    a_commit.due_at = Some(T0 + 15);
+    let mut b_commit = commit_of(&b, T0 + 20);
+    b_commit.due_at = Some(T0 + 500);
+    b_commit.release = false;
+    assert_eq!(
+        store.commit(vec![a_commit, b_commit]).await.unwrap(),
+        vec![CommitOutcome::Applied, CommitOutcome::Applied]
+    );
+    assert_eq!(get(store, "a").await.due_at, Some(T0));
+    assert_eq!(get(store, "b").await.due_at, Some(T0 + 500));
+
+    // Not due yet before the commit: the committed time stands, even if it is now.
+    let mut b_commit = commit_of(&b, T0 + 400);
+    b_commit.due_at = Some(T0 + 400);
+    assert_eq!(commit1(store, b_commit).await, CommitOutcome::Applied);
+    assert_eq!(get(store, "b").await.due_at, Some(T0 + 400));
+    assert_eq!(
+        ids(&claim(store, "w2", T0 + 2 * LEASE).await),
+        vec!["a", "b"]
+    );
 }
 
 /// A delivery makes the instance due by the delivery time, bumps its wake counter, and leaves
@@ -1628,8 +1676,8 @@ pub async fn group_commit_applies_each_and_fences_one(store: Arc<dyn Store>) {
     assert_eq!(store.history("a", 0, 10).await.unwrap().len(), 2);
     let c = get(store, "c").await;
     assert_eq!(c.state, json!({ "done_by": "w1", "id": "c" }));
-    // `a`'s notice reached `c` before `c`'s own commit: it stays due.
-    assert_eq!(c.due_at, Some(T0 + LEASE + 1));
+    // `a`'s notice reached `c` before `c`'s own commit: it stays due, since its creation.
+    assert_eq!(c.due_at, Some(T0));
     let mut b_commit = commit_of(&b2, T0 + LEASE + 2);
     b_commit.due_at = Some(T0 + 5 * LEASE);
     assert_eq!(commit1(store, b_commit).await, CommitOutcome::Applied);

@@ -447,7 +447,8 @@ impl Tx for SyncTx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "UPDATE instances SET status = ?2, state = ?3, due_at = ?4, \
+                "UPDATE instances SET status = ?2, state = ?3, \
+                 due_at = CASE WHEN due_at <= ?6 AND ?4 <= ?6 THEN due_at ELSE ?4 END, \
                  needs_attention = ?5, updated_at = ?6, \
                  lease_owner = CASE WHEN ?7 THEN NULL ELSE lease_owner END, \
                  lease_until = CASE WHEN ?7 THEN 0 ELSE MAX(lease_until, ?8) END \

@@ -220,13 +220,18 @@ impl Store for MemoryStore {
             if let Some(rec) = row.rec.as_mut() {
                 rec.status = c.status;
                 rec.state = c.state.clone();
-                rec.due_at = if c.status.is_final() {
+                let due_at = if c.status.is_final() {
                     None
                 } else if row.wake != c.wake_seen {
                     // A message arrived after the claim: look again now.
                     Some(c.due_at.map_or(c.now, |d| d.min(c.now)))
                 } else {
                     c.due_at
+                };
+                // Due now before and after: the earlier due time stays (see `Commit::due_at`).
+                rec.due_at = match (rec.due_at, due_at) {
+                    (Some(old), Some(new)) if old <= c.now && new <= c.now => Some(old),
+                    _ => due_at,
                 };
                 rec.needs_attention = c.needs_attention;
                 rec.updated_at = c.now;

@@ -334,7 +334,10 @@ pub struct Commit {
     pub status: InstanceStatus,
     /// New execution state.
     pub state: Value,
-    /// Next time to look at it (`None` once finished).
+    /// Next time to look at it (`None` once finished). When the stored due time and this
+    /// one are both at or before `now`, the stored one is kept: both mean "due now", and
+    /// leaving the indexed column alone lets PostgreSQL update the row in place (a
+    /// heap-only update, no index writes) on every step of a running saga.
     pub due_at: Option<i64>,
     /// Give up the lease (the worker is done with it for now).
     pub release: bool,
