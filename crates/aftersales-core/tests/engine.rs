@@ -1290,6 +1290,63 @@ async fn the_worker_loop_picks_up_work_without_polling_and_stops_gracefully() {
         .unwrap();
 }
 
+/// Several commit transactions in flight at once (`WorkerConfig::commit_writers`), with small
+/// batches so that many overlap: every saga makes each of its calls once and ends, and every
+/// parent hears from its child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_commit_writers_lose_and_repeat_nothing() {
+    let h = Harness::new();
+    h.deploy(&[SAGA, CHILD, PARENT]).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut cfg = h.cfg.clone();
+    cfg.concurrency = 64;
+    cfg.commit_batch = 4;
+    cfg.commit_writers = Some(4);
+    let worker = tokio::spawn(h.engine.clone().run(cfg, stop_rx));
+    let mut sagas = Vec::new();
+    let mut parents = Vec::new();
+    for i in 0..120 {
+        let order = json!({"order_id": format!("o-{i}"), "amount": money(100 + i)});
+        sagas.push(h.start("t.saga", order).await);
+        if i % 3 == 0 {
+            parents.push(
+                h.start("t.parent", json!({"order_id": format!("p-{i}")}))
+                    .await,
+            );
+        }
+    }
+    for id in sagas.iter().chain(&parents) {
+        for _ in 0..2_000 {
+            if h.status(id).await.is_final() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap();
+    for id in &sagas {
+        assert_eq!(h.status(id).await, InstanceStatus::Completed, "{id}");
+        assert_eq!(
+            h.script.actions_of(id),
+            ["stock.reserve", "note.send", "pay.refund"],
+            "{id}"
+        );
+    }
+    for id in &parents {
+        assert_eq!(h.status(id).await, InstanceStatus::Completed, "{id}");
+        assert!(
+            h.output(id).await["reservation"]
+                .as_str()
+                .unwrap()
+                .starts_with("res-")
+        );
+    }
+}
+
 fn parallel_with(join: &str) -> String {
     PARALLEL
         .replace(

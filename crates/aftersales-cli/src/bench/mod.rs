@@ -149,6 +149,10 @@ pub struct BenchArgs {
     /// Most commits per store transaction (`WorkerConfig::commit_batch`).
     #[arg(long, default_value_t = 256)]
     pub commit_batch: usize,
+    /// Commit transactions written at once (`WorkerConfig::commit_writers`); the store's
+    /// own default when absent (1 on SQLite, 2 on PostgreSQL).
+    #[arg(long)]
+    pub commit_writers: Option<usize>,
     /// Instead of the saga: park this many instances on a 7-day wait, then make them due
     /// and measure how fast they drain.
     #[arg(long, value_name = "N", conflicts_with = "http")]
@@ -490,6 +494,7 @@ fn worker_config(args: &BenchArgs) -> WorkerConfig {
         owner: "bench".to_owned(),
         concurrency: args.workers,
         commit_batch: args.commit_batch,
+        commit_writers: args.commit_writers,
         ..WorkerConfig::default()
     }
 }
@@ -679,11 +684,14 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     let engine = engine_on(store.clone(), clock.clone(), timed.clone()).await?;
     println!(
         "aftersales bench: {}; {n} instances of a {SAGA_STEPS}-step saga of simulator calls \
-         (no latency, no faults); {} starting clients, {} workers, commit batch {}",
+         (no latency, no faults); {} starting clients, {} workers, commit batch {}, {} commit \
+         writers",
         scratch.describe(),
         args.concurrency,
         args.workers,
-        args.commit_batch
+        args.commit_batch,
+        args.commit_writers
+            .unwrap_or_else(|| store.commit_writers())
     );
     let before = scratch.bytes().await?;
 

@@ -133,6 +133,13 @@ pub struct WorkerConfig {
     /// Most commits written in one store transaction. The default, 256, measured 18–30%
     /// more steps/s than 64 on SQLite and no worse on PostgreSQL (docs/benchmarks.md).
     pub commit_batch: usize,
+    /// Commit transactions written at once; `None` (the default) takes the store's
+    /// [`Store::commit_writers`]. With 1, a batch is written while the next one gathers;
+    /// more overlaps the round trips of several transactions, for a client-server store
+    /// where one transaction's latency, not the database, is the limit. Safe with any
+    /// number: an instance has at most one commit in flight, and a commit transaction locks
+    /// its rows in one global order (`aftersales_store::logic::commit`).
+    pub commit_writers: Option<usize>,
 }
 
 impl Default for WorkerConfig {
@@ -144,6 +151,7 @@ impl Default for WorkerConfig {
             idle_poll_ms: 5_000,
             max_rounds: 64,
             commit_batch: 256,
+            commit_writers: None,
         }
     }
 }
@@ -413,7 +421,7 @@ impl Engine {
     async fn create(&self, new: NewInstance) -> Result<Created, StoreError> {
         let starter = self.starter.get_or_init(|| {
             let store = self.store.clone();
-            group_committer("start", START_BATCH, move |news: Vec<NewInstance>| {
+            group_committer("start", START_BATCH, 1, move |news: Vec<NewInstance>| {
                 let store = store.clone();
                 async move { store.create_instances(news).await }
             })
@@ -456,7 +464,7 @@ impl Engine {
     async fn lock_op(&self, op: LockOp) -> Result<bool, StoreError> {
         let locker = self.locker.get_or_init(|| {
             let store = self.store.clone();
-            group_committer("lock", LOCK_BATCH, move |ops: Vec<LockOp>| {
+            group_committer("lock", LOCK_BATCH, 1, move |ops: Vec<LockOp>| {
                 let store = store.clone();
                 async move { Ok(store.lock_ops(&ops).await?.into_iter().map(Ok).collect()) }
             })
@@ -630,7 +638,12 @@ impl Engine {
     /// them, and sleeps when idle until the next due time, a notification, or the polling
     /// fallback. Returns after `shutdown` turns true and in-flight instances are committed.
     pub async fn run(self: Arc<Self>, cfg: WorkerConfig, mut shutdown: watch::Receiver<bool>) {
-        let (sink, committer) = CommitSink::batched(self.store.clone(), cfg.commit_batch);
+        let (sink, committer) = CommitSink::batched(
+            self.store.clone(),
+            cfg.commit_batch,
+            cfg.commit_writers
+                .unwrap_or_else(|| self.store.commit_writers()),
+        );
         let mut set: JoinSet<()> = JoinSet::new();
         // The instances this worker holds, for the heartbeat.
         let held: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
@@ -1221,25 +1234,40 @@ async fn queue<I, O>(
 
 /// Spawns a task that takes what has queued up (at most `max` at a time) and writes it with
 /// one call of `write`, which answers each item in order; a failure of the call fails every
-/// item of that batch. The task ends once every sender is dropped and the queue is written.
+/// item of that batch. Up to `writers` calls run at once; while all are busy the queue
+/// fills, so the next batch is as large as the wait allows. The task ends once every sender
+/// is dropped and every batch is written.
 ///
-/// One task, not several: a second committer measured slower on PostgreSQL (smaller batches,
-/// and the database shares the machine's two cores), and SQLite has one writer anyway.
+/// Starts and lock operations use one writer: a second measured slower on PostgreSQL
+/// (smaller batches, and the database shares the machine's two cores), and SQLite has one
+/// writer anyway.
 fn group_committer<I, O, F, Fut>(
     op: &'static str,
     max: usize,
+    writers: usize,
     write: F,
 ) -> (mpsc::Sender<Queued<I, O>>, tokio::task::JoinHandle<()>)
 where
     I: Send + 'static,
     O: Send + 'static,
-    F: Fn(Vec<I>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>> + Send,
+    F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>>
+        + Send
+        + 'static,
 {
     let max = max.max(1);
+    let writers = writers.max(1);
     let (tx, mut rx) = mpsc::channel::<Queued<I, O>>(max * 4);
     let handle = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
+        let slots = Arc::new(tokio::sync::Semaphore::new(writers));
+        let mut running = JoinSet::new();
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let Some(first) = rx.recv().await else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < max {
                 match rx.try_recv() {
@@ -1247,29 +1275,59 @@ where
                     Err(_) => break,
                 }
             }
-            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
-            metrics::histogram!("aftersales_store_batch_items", "op" => op)
-                .record(items.len() as f64);
-            let began = std::time::Instant::now();
-            let written = write(items).await;
-            metrics::histogram!("aftersales_store_write_seconds", "op" => op)
-                .record(began.elapsed().as_secs_f64());
-            match written {
-                Ok(outcomes) => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(outcome);
-                    }
+            let written = write_batch(op, &write, batch);
+            if writers == 1 {
+                written.await;
+                drop(slot);
+            } else {
+                while running.try_join_next().is_some() {}
+                running.spawn(async move {
+                    written.await;
+                    drop(slot);
+                });
+            }
+        }
+        while running.join_next().await.is_some() {}
+    });
+    (tx, handle)
+}
+
+/// One batch of a group committer: written with one call, each item answered.
+fn write_batch<I, O, F, Fut>(
+    op: &'static str,
+    write: &F,
+    batch: Vec<Queued<I, O>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    F: Fn(Vec<I>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Result<O, StoreError>>, StoreError>>
+        + Send
+        + 'static,
+{
+    let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+    metrics::histogram!("aftersales_store_batch_items", "op" => op).record(items.len() as f64);
+    let began = std::time::Instant::now();
+    let written = write(items);
+    async move {
+        let written = written.await;
+        metrics::histogram!("aftersales_store_write_seconds", "op" => op)
+            .record(began.elapsed().as_secs_f64());
+        match written {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
-                    }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
                 }
             }
         }
-    });
-    (tx, handle)
+    }
 }
 
 /// Where the worker's commits go: straight to the store, or through the group committer.
@@ -1283,8 +1341,12 @@ impl CommitSink {
     /// A sink feeding a committer task that writes whatever has queued up in one store
     /// call: under load many instances share a transaction (group commit); when quiet
     /// each commit goes alone, with no added delay.
-    fn batched(store: Arc<dyn Store>, max: usize) -> (CommitSink, tokio::task::JoinHandle<()>) {
-        let (tx, handle) = group_committer("commit", max, move |commits: Vec<Commit>| {
+    fn batched(
+        store: Arc<dyn Store>,
+        max: usize,
+        writers: usize,
+    ) -> (CommitSink, tokio::task::JoinHandle<()>) {
+        let (tx, handle) = group_committer("commit", max, writers, move |commits: Vec<Commit>| {
             let store = store.clone();
             async move {
                 let outcomes = store.commit(commits).await?;

@@ -631,6 +631,14 @@ pub trait Store: Send + Sync + 'static {
     async fn due_feed(&self) -> Result<Option<DueFeed>, StoreError> {
         Ok(None)
     }
+
+    /// How many commit transactions a worker writes at once unless told otherwise
+    /// ([`crate::engine::WorkerConfig::commit_writers`]). 1 (the default) for a store with
+    /// one writer; a client-server database, where a transaction's round trips rather than
+    /// the database's work bound one writer, gains from overlapping them.
+    fn commit_writers(&self) -> usize {
+        1
+    }
 }
 
 /// Wake-ups from other processes sharing a store ([`Store::due_feed`]). The sender side
