@@ -138,6 +138,7 @@ async fn a_return_goes_through_shipbob_once() {
             params: json!({}),
             idempotency_key: Some("return-1".into()),
             search_key: Some("o-1".into()),
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

@@ -113,6 +113,7 @@ async fn a_return_is_recorded_in_shopify_once() {
             params: json!({}),
             idempotency_key: Some("return-1".into()),
             search_key: Some(order_id.clone()),
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

@@ -126,6 +126,7 @@ async fn a_return_is_refunded_once_through_stripe() {
             params: json!({}),
             idempotency_key: Some("return-1".into()),
             search_key: Some("o-1".into()),
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

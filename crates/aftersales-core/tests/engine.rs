@@ -127,6 +127,7 @@ async fn the_same_idempotency_key_returns_the_same_instance_and_a_different_body
             params: json!({}),
             idempotency_key: Some("req-1".into()),
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })
@@ -163,6 +164,7 @@ async fn bad_input_is_refused_with_every_problem_named_and_nothing_stored() {
             params: json!({}),
             idempotency_key: Some("bad".into()),
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })
@@ -187,6 +189,7 @@ async fn bad_input_is_refused_with_every_problem_named_and_nothing_stored() {
             params: json!({}),
             idempotency_key: None,
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })
@@ -1456,6 +1459,7 @@ reason = "auto-approved after ${params.merchant_response}"
             params: json!({"merchant_response": "2h"}),
             idempotency_key: None,
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })
@@ -1608,6 +1612,7 @@ end = "completed"
             params: json!({}),
             idempotency_key: None,
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

@@ -90,6 +90,7 @@ async fn start_instances(store: Arc<dyn Store>, n: usize) {
                 params: json!({}),
                 idempotency_key: Some(format!("crash-{i}")),
                 search_key: Some(order_id.clone()),
+                search_seen: None,
                 meta: serde_json::Value::Null,
                 id: None,
             })

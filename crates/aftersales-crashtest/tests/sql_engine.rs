@@ -101,6 +101,7 @@ fn request(workflow: &str, order: &str, key: &str) -> StartRequest {
         params: json!({}),
         idempotency_key: Some(key.into()),
         search_key: Some(order.into()),
+        search_seen: None,
         meta: serde_json::Value::Null,
         id: None,
     }

@@ -117,6 +117,7 @@ async fn run_refund(
             params: json!({}),
             idempotency_key: Some("r-1".into()),
             search_key: None,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

@@ -85,6 +85,7 @@ fn cancel_request(n: u32, payment_id: &str) -> StartRequest {
         params: json!({}),
         idempotency_key: Some(format!("cancel-{n}")),
         search_key: Some(format!("o-{n}")),
+        search_seen: None,
         meta: serde_json::Value::Null,
         id: None,
     }

@@ -254,6 +254,7 @@ pub(crate) async fn start(
             params: body.params,
             idempotency_key: Some(key),
             search_key: body.search_key,
+            search_seen: None,
             meta: serde_json::Value::Null,
             id: None,
         })

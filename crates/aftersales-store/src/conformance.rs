@@ -225,6 +225,8 @@ macro_rules! conformance_tests {
             create_is_idempotent_by_key_and_id,
             batched_creates_answer_each_as_alone,
             concurrent_creates_have_one_winner,
+            a_guarded_create_refuses_a_moved_search_key,
+            concurrent_guarded_creates_have_one_winner,
             claim_takes_due_unleased_running_in_due_order,
             claim_returns_unconsumed_inbox_and_wake,
             stale_commit_is_fenced_and_writes_nothing,
@@ -286,6 +288,7 @@ pub fn new_instance(id: &str, now: i64) -> NewInstance {
         meta: json!({ "service_order": { "reason": "no_reason" } }),
         parent_id: None,
         search_key: None,
+        search_seen: None,
         now,
         history: vec![history_event("instance_started", now)],
     }
@@ -808,6 +811,152 @@ pub async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
     for id in [&first, &second, &"same-id".to_owned()] {
         assert_eq!(store.history(id, 0, 100).await.unwrap().len(), 1);
     }
+}
+
+/// A create that says how many instances of its line it read under its search key is
+/// refused, writing nothing, when more are stored; the count is per business line, taken
+/// after the idempotency key and the id, and counts a batch's earlier creates.
+pub async fn a_guarded_create_refuses_a_moved_search_key(store: Arc<dyn Store>) {
+    let guarded = |id: &str, line: &str, seen: u64| {
+        let mut n = new_instance(id, T0);
+        n.business_line = line.to_owned();
+        n.search_key = Some("order-1".to_owned());
+        n.search_seen = Some(seen);
+        n
+    };
+    let moved = |r: &Result<Created, StoreError>, want_seen: u64, want_stored: u64| match r {
+        Err(StoreError::SearchKeyMoved {
+            business_line,
+            key,
+            seen,
+            stored,
+        }) => {
+            assert_eq!(
+                (business_line.as_str(), key.as_str(), *seen, *stored),
+                ("shop", "order-1", want_seen, want_stored)
+            );
+        }
+        other => panic!("expected SearchKeyMoved, got {other:?}"),
+    };
+    assert_eq!(
+        store
+            .create_instance(guarded("a", "shop", 0))
+            .await
+            .unwrap(),
+        Created::New("a".to_owned())
+    );
+    moved(&store.create_instance(guarded("b", "shop", 0)).await, 0, 1);
+    assert!(store.get_instance("b").await.unwrap().is_none());
+    assert!(store.history("b", 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .create_instance(guarded("b", "shop", 1))
+            .await
+            .unwrap(),
+        Created::New("b".to_owned())
+    );
+    // Another line counts its own.
+    assert_eq!(
+        store
+            .create_instance(guarded("o", "other", 0))
+            .await
+            .unwrap(),
+        Created::New("o".to_owned())
+    );
+    // A repeat is answered by its key or id before the count.
+    let mut keyed = guarded("c", "shop", 2);
+    keyed.idempotency_key = Some("key-c".to_owned());
+    assert_eq!(
+        store.create_instance(keyed.clone()).await.unwrap(),
+        Created::New("c".to_owned())
+    );
+    assert_eq!(
+        store.create_instance(keyed).await.unwrap(),
+        Created::Existing("c".to_owned())
+    );
+    assert_eq!(
+        store
+            .create_instance(guarded("b", "shop", 0))
+            .await
+            .unwrap(),
+        Created::Existing("b".to_owned())
+    );
+    // An unguarded create under the key is not checked, and is counted.
+    let mut plain = new_instance("p", T0);
+    plain.search_key = Some("order-1".to_owned());
+    assert_eq!(
+        store.create_instance(plain).await.unwrap(),
+        Created::New("p".to_owned())
+    );
+    // In one batch, each counts the creates before it.
+    let out = store
+        .create_instances(vec![
+            guarded("d", "shop", 4),
+            guarded("e", "shop", 4),
+            guarded("f", "shop", 5),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap(), &Created::New("d".to_owned()));
+    moved(&out[1], 4, 5);
+    assert_eq!(out[2].as_ref().unwrap(), &Created::New("f".to_owned()));
+    assert!(store.get_instance("e").await.unwrap().is_none());
+    let shop = store
+        .list_instances(&ListFilter {
+            business_line: Some("shop".to_owned()),
+            search_key: Some("order-1".to_owned()),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(shop.len(), 6, "a, b, c, p, d, f");
+}
+
+/// Concurrent guarded creates under one search key, each having read the same count: one is
+/// stored, every other is refused, whichever connection or batch it comes through.
+pub async fn concurrent_guarded_creates_have_one_winner(store: Arc<dyn Store>) {
+    const N: usize = 8;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let mut n = new_instance(&format!("g-{i}"), T0);
+            n.search_key = Some("order-9".to_owned());
+            n.search_seen = Some(0);
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    store.create_instance(n).await
+                } else {
+                    let mut other = new_instance(&format!("h-{i}"), T0);
+                    other.search_key = Some(format!("order-x{i}"));
+                    other.search_seen = Some(0);
+                    let mut out = store.create_instances(vec![other, n]).await.unwrap();
+                    assert!(out[0].is_ok(), "{out:?}");
+                    out.pop().unwrap()
+                }
+            })
+        })
+        .collect();
+    let mut new = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Created::New(id)) => new.push(id),
+            Err(StoreError::SearchKeyMoved {
+                seen: 0, stored: 1, ..
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(new.len(), 1, "{new:?}");
+    let stored = store
+        .list_instances(&ListFilter {
+            search_key: Some("order-9".to_owned()),
+            limit: 100,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
 }
 
 /// Claims take running instances that are due and not leased, by due time then id, up to the

@@ -90,6 +90,14 @@ pub(crate) trait Tx: Send {
         Ok(!self.existing_ids(&[id]).await?.is_empty())
     }
 
+    /// Serialises with every other transaction that guards one of these (business line,
+    /// search key) pairs, until this one ends, then counts the instances stored under each
+    /// ([`NewInstance::search_seen`]). Taken before any row is written.
+    async fn guard_search_keys(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), u64>, StoreError>;
+
     /// The instance and request hash of each of these idempotency keys that started one, in
     /// one statement.
     async fn key_owners(
@@ -244,6 +252,15 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
         if tx.exists(&new.id).await? {
             return Ok(Created::Existing(new.id.clone()));
         }
+        if let Some(guard) = guard_of(new) {
+            let stored = tx
+                .guard_search_keys(&[guard])
+                .await?
+                .get(&(guard.0.to_owned(), guard.1.to_owned()))
+                .copied()
+                .unwrap_or(0);
+            check_guard(new, stored)?;
+        }
         if tx.insert_instance(new).await? {
             tx.append_history(&new.id, &new.history).await?;
             return Ok(Created::New(new.id.clone()));
@@ -257,8 +274,39 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
     )))
 }
 
+/// The (business line, search key) a create is guarded on, if any.
+fn guard_of(new: &NewInstance) -> Option<(&str, &str)> {
+    match (&new.search_key, new.search_seen) {
+        (Some(key), Some(_)) => Some((new.business_line.as_str(), key.as_str())),
+        _ => None,
+    }
+}
+
+/// [`StoreError::SearchKeyMoved`] unless `stored` is what the create read.
+fn check_guard(new: &NewInstance, stored: u64) -> Result<(), StoreError> {
+    match (&new.search_key, new.search_seen) {
+        (Some(key), Some(seen)) if seen != stored => Err(StoreError::SearchKeyMoved {
+            business_line: new.business_line.clone(),
+            key: key.clone(),
+            seen,
+            stored,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a create's error is that request's own answer (it wrote nothing) rather than a
+/// failure of the whole transaction.
+fn answers_one(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::KeyConflict { .. } | StoreError::SearchKeyMoved { .. }
+    )
+}
+
 /// [`create_instance`] for each in one transaction, each answered as if alone: a key
-/// conflict is that request's answer (it wrote nothing); any other error fails them all.
+/// conflict or a moved search key is that request's answer (it wrote nothing); any other
+/// error fails them all.
 ///
 /// Set-wise: one read of the keys, one of the ids, one insert of every new instance and one
 /// history append, whatever the batch size. What that cannot settle goes one by one after it,
@@ -270,6 +318,18 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
     tx: &mut T,
     news: &[NewInstance],
 ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+    // Guarded search keys first, in one order (see `Tx::guard_search_keys`).
+    let guards: Vec<(&str, &str)> = news
+        .iter()
+        .filter_map(guard_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut stored = if guards.is_empty() {
+        HashMap::new()
+    } else {
+        tx.guard_search_keys(&guards).await?
+    };
     let mut order: Vec<usize> = (0..news.len()).collect();
     order.sort_by(|a, b| news[*a].idempotency_key.cmp(&news[*b].idempotency_key));
     let keys: Vec<&str> = news
@@ -297,6 +357,12 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
             out[i] = Some(key_taken(n, key, owner.clone(), hash));
         } else if existing.contains(&n.id) {
             out[i] = Some(Ok(Created::Existing(n.id.clone())));
+        } else if let Err(e) = guard_of(n).map_or(Ok(()), |(line, key)| {
+            // Counting the batch's earlier creates under the key, as if each were alone.
+            let count = stored.entry((line.to_owned(), key.to_owned())).or_default();
+            check_guard(n, *count).inspect(|()| *count += 1)
+        }) {
+            out[i] = Some(Err(e));
         } else if !taken_ids.insert(n.id.as_str())
             || n.idempotency_key
                 .as_deref()
@@ -326,7 +392,7 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
     for i in alone {
         match create_instance(tx, &news[i]).await {
             Ok(created) => out[i] = Some(Ok(created)),
-            Err(e @ StoreError::KeyConflict { .. }) => out[i] = Some(Err(e)),
+            Err(e) if answers_one(&e) => out[i] = Some(Err(e)),
             Err(e) => return Err(e),
         }
     }

@@ -35,6 +35,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// correlation keys cannot collide with another application's advisory locks.
 const LOCK_SPACE: i32 = 0x4153_5452;
 
+/// The advisory-lock space of guarded creates' (business line, search key) pairs
+/// ([`NewInstance::search_seen`]), apart from the correlation keys' so the two never collide.
+const SEARCH_LOCK_SPACE: i32 = 0x4153_534b;
+
 const INSTANCE_COLS: &str = "id, parent_id, workflow, version, business_line, status, \
      idempotency_key, search_key, input::text AS input, params::text AS params, \
      state::text AS state, due_at, needs_attention, created_at, updated_at, lease_version, wake, \
@@ -278,6 +282,50 @@ impl Tx for PgTx {
                 .await
                 .map_err(db("read instances"))?;
         Ok(found.into_iter().collect())
+    }
+
+    async fn guard_search_keys(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), u64>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut locks: Vec<i32> = keys
+            .iter()
+            .map(|(line, key)| correlation_lock(&format!("{line}\n{key}")))
+            .collect();
+        locks.sort_unstable();
+        locks.dedup();
+        // One at a time, in ascending order, before any row is written: guarded creates
+        // take nothing else first, so they cannot deadlock on these.
+        for lock in locks {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(SEARCH_LOCK_SPACE)
+                .bind(lock)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db("lock search key"))?;
+        }
+        // A statement after the locks: under READ COMMITTED it sees every create that held
+        // one of them before.
+        let (lines, search): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            // The line as a filter, not a condition: the search key's index, never the
+            // line's (every instance of the line).
+            "SELECT k.line, k.key, (SELECT count(*) FILTER (WHERE i.business_line = k.line) \
+                 FROM instances AS i WHERE i.search_key = k.key) \
+             FROM UNNEST($1::text[], $2::text[]) AS k(line, key)",
+        )
+        .bind(lines)
+        .bind(search)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(db("count instances by search key"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(line, key, n)| ((line, key), u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 
     async fn key_owners(

@@ -342,6 +342,32 @@ impl Tx for SyncTx<'_> {
         Ok(found)
     }
 
+    async fn guard_search_keys(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), u64>, StoreError> {
+        // One writer at a time: the transaction already excludes every other create.
+        let mut stmt = self
+            .conn
+            // `+business_line`: the search key's index, never the line's (every instance of
+            // the line), whatever the planner would guess.
+            .prepare_cached(
+                "SELECT count(*) FROM instances WHERE search_key = ?1 AND +business_line = ?2",
+            )
+            .map_err(sdb("count instances by search key"))?;
+        let mut out = HashMap::new();
+        for (line, key) in keys {
+            let n: i64 = stmt
+                .query_row([key, line], |r| r.get(0))
+                .map_err(sdb("count instances by search key"))?;
+            out.insert(
+                ((*line).to_owned(), (*key).to_owned()),
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+        Ok(out)
+    }
+
     async fn key_owners(
         &mut self,
         keys: &[&str],

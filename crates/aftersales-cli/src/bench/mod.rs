@@ -530,6 +530,7 @@ async fn start_all(
                         params: json!({}),
                         idempotency_key: Some(id.clone()),
                         search_key: None,
+                        search_seen: None,
                         meta: serde_json::Value::Null,
                         id: Some(id.clone()),
                     })

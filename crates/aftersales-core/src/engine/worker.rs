@@ -173,6 +173,11 @@ pub struct StartRequest {
     pub idempotency_key: Option<String>,
     /// A searchable key (the order id).
     pub search_key: Option<String>,
+    /// With `search_key`: how many instances of the business line with that key the caller
+    /// read before deciding to start this one; the start fails with
+    /// [`StoreError::SearchKeyMoved`] when another has been stored since
+    /// ([`NewInstance::search_seen`]). Not part of the idempotency comparison.
+    pub search_seen: Option<u64>,
     /// A record the caller attaches to the instance, stored with it in one write and
     /// returned with it (`Value::Null` when none); the engine never reads it.
     pub meta: Value,
@@ -397,6 +402,7 @@ impl Engine {
             params,
             parent_id: None,
             search_key: req.search_key.clone(),
+            search_seen: req.search_seen,
             meta: req.meta.clone(),
             now,
         })?;
@@ -1121,6 +1127,7 @@ impl Engine {
             params,
             parent_id: Some(parent.id.clone()),
             search_key: parent.search_key.clone(),
+            search_seen: None,
             meta: Value::Null,
             now,
         })
@@ -1138,6 +1145,7 @@ struct NewInstanceParts<'a> {
     params: Value,
     parent_id: Option<String>,
     search_key: Option<String>,
+    search_seen: Option<u64>,
     meta: Value,
     now: i64,
 }
@@ -1171,6 +1179,7 @@ fn new_instance(p: NewInstanceParts<'_>) -> Result<NewInstance, EngineError> {
         state,
         parent_id: p.parent_id,
         search_key: p.search_key,
+        search_seen: p.search_seen,
         meta: p.meta,
         now: p.now,
         history,

@@ -38,6 +38,23 @@ pub enum StoreError {
         /// Version.
         version: u32,
     },
+    /// A create that said how many instances it had read under its search key found more
+    /// stored ([`NewInstance::search_seen`]): another was created since. Nothing was
+    /// written; read again and decide again.
+    #[error(
+        "instances of `{business_line}` with search key `{key}` changed since they were read \
+         ({seen} read, {stored} stored); read them again and retry"
+    )]
+    SearchKeyMoved {
+        /// The business line.
+        business_line: String,
+        /// The search key.
+        key: String,
+        /// How many the caller had read.
+        seen: u64,
+        /// How many are stored.
+        stored: u64,
+    },
     /// The database is unreachable or refused the operation; the caller may retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -139,6 +156,15 @@ pub struct NewInstance {
     pub parent_id: Option<String>,
     /// A searchable key (the order id), optional.
     pub search_key: Option<String>,
+    /// With a search key: how many instances of this business line with this key the caller
+    /// read before deciding to create this one. When more are stored by the time of the
+    /// create (in one transaction with it), it fails with [`StoreError::SearchKeyMoved`]
+    /// and writes nothing. Creates that say this are serialised per (business line, key),
+    /// so a caller deciding from the instances already stored (how much of an order is
+    /// still refundable) never races a concurrent create under the same key, whichever
+    /// process makes it. Checked after the idempotency key and the id: a repeat still
+    /// returns its instance. `None`: no check.
+    pub search_seen: Option<u64>,
     /// Creation time.
     pub now: i64,
     /// The first history event.

@@ -250,6 +250,7 @@ impl Harness {
                 params: json!({}),
                 idempotency_key: key.map(str::to_owned),
                 search_key: None,
+                search_seen: None,
                 meta: serde_json::Value::Null,
                 id: None,
             })

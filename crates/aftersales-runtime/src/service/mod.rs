@@ -16,12 +16,16 @@
 //! 6. one engine start that stores the instance *and* the service order record (its
 //!    `meta`) in one write.
 //!
-//! Requests on one order are serialized, from step 3 to step 6, so two requests cannot both
-//! pass the one-open-request-per-line rule: by a mutex in this process, and across daemons
-//! on one database by a lock in the store ([`Store::try_lock`]) that expires should its
-//! holder crash. A submit that cannot get the lock in time is [`ServiceError::Busy`].
+//! Two requests on one order cannot both pass the one-open-request-per-line rule, nor both
+//! claim the same refundable quantity: in this process a mutex per order serialises steps 3
+//! to 6, and across daemons on one database the start carries how many instances of the
+//! order step 3 read ([`StartRequest::search_seen`]). The store checks that number in the
+//! start's own transaction, serialised per order, and refuses the start when another
+//! request's instance was stored in between; the submit then goes back to step 3 with what
+//! is stored now, a few times, before it answers [`ServiceError::Busy`]. No lock outlives
+//! a request, so a daemon that crashes mid-submit holds nobody up.
 //!
-//! [`Store::try_lock`]: aftersales_core::store::Store::try_lock
+//! [`StartRequest::search_seen`]: aftersales_core::engine::StartRequest::search_seen
 
 mod snapshot;
 mod view;
@@ -31,7 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use aftersales_adapter::AdapterSet;
 use aftersales_core::engine::{Engine, EngineError, StartRequest};
-use aftersales_core::store::{HistoryRecord, ListFilter};
+use aftersales_core::store::{HistoryRecord, ListFilter, StoreError};
 use aftersales_domain::{
     AfterSalesRequest, AfterSalesType, Eligible, EvidenceRef, Reason, RefundBreakdown, RefundInput,
     Refusal, Replacement, RequestLine, ServiceOrderState, Sku,
@@ -157,22 +161,20 @@ pub enum ServiceError {
         /// Worth retrying later.
         retryable: bool,
     },
-    /// Another request on the same order is being submitted (on this daemon or another)
-    /// and did not finish in time; nothing was stored. Retry.
-    #[error("another request on order `{0}` is being submitted; nothing was stored, retry")]
+    /// Other requests on the same order kept being stored (on other daemons) while this one
+    /// was being decided, [`SUBMIT_ATTEMPTS`] times; nothing was stored. Retry.
+    #[error(
+        "other requests on order `{0}` kept being submitted meanwhile; nothing was stored, retry"
+    )]
     Busy(String),
     /// The engine or the store failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
-/// How long one submit may hold its order's store lock; a crashed daemon's lock frees after
-/// this. Longer than a submit takes (order reads retry for a few seconds at most).
-const SUBMIT_LOCK_TTL_MS: i64 = 60_000;
-/// How long a submit waits for another daemon's submit on the same order.
-const SUBMIT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How often it asks while waiting.
-const SUBMIT_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+/// How many times a submit reads the order and its earlier service orders again when
+/// another daemon stored a request on the same order meanwhile.
+pub const SUBMIT_ATTEMPTS: u32 = 5;
 
 /// The after-sales service: business lines, their adapters and the engine.
 pub struct AfterSales {
@@ -237,72 +239,63 @@ impl AfterSales {
         let (line, wf) = self.line_for(&req)?;
         let def = self.engine.definition(&wf.name, Some(wf.version)).await?;
 
-        // One request at a time per order, from reading the order to storing the instance:
-        // in this process, then across daemons.
+        // One request at a time per order in this process; across daemons the start is
+        // refused when the order's instances changed since they were read (module docs).
         let lock = self.order_lock(&req.business_line, &req.order_id);
         let _guard = lock.lock().await;
-        let lock_name = format!("submit/{}/{}", req.business_line, req.order_id);
-        let holder = uuid::Uuid::now_v7().to_string();
-        self.store_lock(&lock_name, &holder, &req.order_id).await?;
-        let result = self
-            .submit_locked(req, idempotency_key, &hash, line, wf, def)
-            .await;
-        if let Err(e) = self.engine.unlock(&lock_name, &holder).await {
-            // It expires by itself; the next submit on this order waits for that at worst.
-            tracing::warn!(lock = %lock_name, error = %e, "could not release a submit lock");
-        }
-        result
-    }
-
-    /// Waits for the store lock of an order's submits, up to [`SUBMIT_LOCK_WAIT`].
-    async fn store_lock(
-        &self,
-        name: &str,
-        holder: &str,
-        order_id: &str,
-    ) -> Result<(), ServiceError> {
-        let deadline = tokio::time::Instant::now() + SUBMIT_LOCK_WAIT;
-        loop {
-            if self
-                .engine
-                .try_lock(name, holder, SUBMIT_LOCK_TTL_MS)
-                .await
-                .map_err(EngineError::from)?
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ServiceError::Busy(order_id.to_owned()));
-            }
-            tokio::time::sleep(SUBMIT_LOCK_POLL).await;
-        }
-    }
-
-    /// [`AfterSales::submit`] once the order is locked.
-    async fn submit_locked(
-        &self,
-        req: SubmitRequest,
-        idempotency_key: Option<&str>,
-        hash: &str,
-        line: Arc<Line>,
-        wf: WorkflowRef,
-        def: Arc<aftersales_core::model::Workflow>,
-    ) -> Result<Submitted, ServiceError> {
         if let Some(key) = idempotency_key
-            && let Some(existing) = self.by_key(key, hash).await?
+            && let Some(existing) = self.by_key(key, &hash).await?
         {
             return Ok(Submitted {
                 order: existing,
                 created: false,
             });
         }
+        for attempt in 1..=SUBMIT_ATTEMPTS {
+            match self
+                .submit_once(&req, idempotency_key, &hash, &line, &wf, &def)
+                .await
+            {
+                Err(ServiceError::Engine(EngineError::Store(StoreError::SearchKeyMoved {
+                    ..
+                }))) => {
+                    tracing::debug!(order = %req.order_id, attempt, "order changed while deciding; reading it again");
+                }
+                // Another daemon stored the same request under the same key meanwhile.
+                Err(ServiceError::IdempotencyConflict(_))
+                    if let Some(key) = idempotency_key
+                        && let Some(existing) = self.by_key(key, &hash).await? =>
+                {
+                    return Ok(Submitted {
+                        order: existing,
+                        created: false,
+                    });
+                }
+                other => return other,
+            }
+        }
+        Err(ServiceError::Busy(req.order_id.clone()))
+    }
 
-        let (facts, request, priced, now) = self.assess(&line, &req).await?;
+    /// One decision of [`AfterSales::submit`]: reads the order and its earlier service
+    /// orders, checks, prices and starts, the start guarded by how many instances of the
+    /// order were read.
+    async fn submit_once(
+        &self,
+        req: &SubmitRequest,
+        idempotency_key: Option<&str>,
+        hash: &str,
+        line: &Line,
+        wf: &WorkflowRef,
+        def: &aftersales_core::model::Workflow,
+    ) -> Result<Submitted, ServiceError> {
+        let (prior, seen) = self.prior_orders(&req.order_id, &req.business_line).await?;
+        let (facts, request, priced, now) = self.assess_with(line, req, &prior).await?;
 
         let service_order_id = uuid::Uuid::now_v7().to_string();
         let input = workflow_input(
             &service_order_id,
-            &req,
+            req,
             &request,
             &facts,
             &priced,
@@ -310,7 +303,7 @@ impl AfterSales {
         );
         let declared_inputs: Vec<&str> = def.inputs.iter().map(|f| f.name.value.as_str()).collect();
         let declared_params: Vec<&str> = def.params.iter().map(|f| f.name.value.as_str()).collect();
-        let meta = service_record(&req, &request, &facts, &priced, hash, now);
+        let meta = service_record(req, &request, &facts, &priced, hash, now);
         let started = self
             .engine
             .start(StartRequest {
@@ -321,12 +314,13 @@ impl AfterSales {
                 params: only(&line.config.instance_params(), &declared_params),
                 idempotency_key: idempotency_key.map(str::to_owned),
                 search_key: Some(req.order_id.clone()),
+                search_seen: Some(seen),
                 meta,
                 id: Some(service_order_id),
             })
             .await
             .map_err(|e| match e {
-                EngineError::Store(aftersales_core::store::StoreError::KeyConflict { .. }) => {
+                EngineError::Store(StoreError::KeyConflict { .. }) => {
                     ServiceError::IdempotencyConflict(
                         idempotency_key.unwrap_or_default().to_owned(),
                     )
@@ -375,9 +369,19 @@ impl AfterSales {
         line: &Line,
         req: &SubmitRequest,
     ) -> Result<(OrderFacts, AfterSalesRequest, Priced, i64), ServiceError> {
-        let prior = self.prior_orders(&req.order_id, &req.business_line).await?;
+        let (prior, _) = self.prior_orders(&req.order_id, &req.business_line).await?;
+        self.assess_with(line, req, &prior).await
+    }
+
+    /// [`AfterSales::assess`] given the earlier service orders.
+    async fn assess_with(
+        &self,
+        line: &Line,
+        req: &SubmitRequest,
+        prior: &[PriorOrder],
+    ) -> Result<(OrderFacts, AfterSalesRequest, Priced, i64), ServiceError> {
         let now = self.engine.clock().now_ms();
-        let facts = snapshot::read_order(&line.adapters, &req.order_id, &prior, now).await?;
+        let facts = snapshot::read_order(&line.adapters, &req.order_id, prior, now).await?;
         let request = domain_request(req, &facts)?;
         let priced = price(&request, &facts, &line.config, now)?;
         Ok((facts, request, priced, now))
@@ -495,13 +499,16 @@ impl AfterSales {
             .clone()
     }
 
-    /// Every earlier service order on this order in this business line.
+    /// Every earlier service order on this order in this business line, and how many
+    /// instances of the line carry the order as their search key (service orders and their
+    /// sub-workflows), for [`StartRequest::search_seen`].
     async fn prior_orders(
         &self,
         order_id: &str,
         business_line: &str,
-    ) -> Result<Vec<PriorOrder>, ServiceError> {
+    ) -> Result<(Vec<PriorOrder>, u64), ServiceError> {
         let mut out = Vec::new();
+        let mut seen = 0_u64;
         let mut after = None;
         loop {
             let page = self
@@ -517,6 +524,7 @@ impl AfterSales {
                 .await
                 .map_err(EngineError::from)?;
             let n = page.len();
+            seen += n as u64;
             for r in page {
                 after = Some(r.id.clone());
                 if is_service_order(&r) {
@@ -524,7 +532,7 @@ impl AfterSales {
                 }
             }
             if n < 200 {
-                return Ok(out);
+                return Ok((out, seen));
             }
         }
     }

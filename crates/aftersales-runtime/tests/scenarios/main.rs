@@ -946,8 +946,10 @@ impl PgScratch {
 }
 
 /// Two daemons on one database, a request on the same order reaching each at the same
-/// instant: the store's per-order lock lets one through, and the other then sees it as the
-/// order's open request. Without a lock shared by the daemons both would pass the rules.
+/// instant: the guarded start (`StartRequest::search_seen`) stores one, the other's start is
+/// refused because the order's instances changed, and on reading them again it sees the
+/// first as the order's open request. Without a check shared by the daemons both would pass
+/// the rules.
 async fn two_daemons_admit_one_request_per_order(store: Arc<dyn Store>) {
     let a = World::new(store).await;
     let b = a.another_node().await;
