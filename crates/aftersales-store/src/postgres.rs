@@ -206,6 +206,29 @@ fn correlation_lock(key: &str) -> i32 {
 struct PgTx(Transaction<'static, Postgres>);
 
 impl PgTx {
+    /// Takes these transaction-scoped advisory locks of `space`, one at a time in ascending
+    /// order, each once.
+    async fn advisory_locks(
+        &mut self,
+        space: i32,
+        mut locks: Vec<i32>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        locks.sort_unstable();
+        locks.dedup();
+        for lock in locks {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(space)
+                .bind(lock)
+                .execute(&mut *self.0)
+                .await
+                .map_err(db(what))?;
+        }
+        Ok(())
+    }
+}
+
+impl PgTx {
     async fn commit(self, op: &'static str) -> Result<(), StoreError> {
         self.0.commit().await.map_err(db(op))
     }
@@ -231,18 +254,9 @@ impl Tx for PgTx {
             .map_err(db("read waits"))?;
             locks.extend(current.iter().map(|k| correlation_lock(k)));
         }
-        locks.sort_unstable();
-        locks.dedup();
-        // One at a time, in ascending order: the global lock order that rules out deadlocks.
-        for lock in locks {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                .bind(LOCK_SPACE)
-                .bind(lock)
-                .execute(&mut *self.0)
-                .await
-                .map_err(db("lock correlation key"))?;
-        }
-        Ok(())
+        // In ascending order: the global lock order that rules out deadlocks.
+        self.advisory_locks(LOCK_SPACE, locks, "lock correlation key")
+            .await
     }
 
     async fn lock_instances(&mut self, ids: &[String]) -> Result<(), StoreError> {
@@ -291,22 +305,14 @@ impl Tx for PgTx {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut locks: Vec<i32> = keys
+        let locks = keys
             .iter()
             .map(|(line, key)| correlation_lock(&format!("{line}\n{key}")))
             .collect();
-        locks.sort_unstable();
-        locks.dedup();
-        // One at a time, in ascending order, before any row is written: guarded creates
-        // take nothing else first, so they cannot deadlock on these.
-        for lock in locks {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                .bind(SEARCH_LOCK_SPACE)
-                .bind(lock)
-                .execute(&mut *self.0)
-                .await
-                .map_err(db("lock search key"))?;
-        }
+        // In ascending order, before any row is written: guarded creates take nothing else
+        // first, so they cannot deadlock on these.
+        self.advisory_locks(SEARCH_LOCK_SPACE, locks, "lock search key")
+            .await?;
         // A statement after the locks: under READ COMMITTED it sees every create that held
         // one of them before.
         let (lines, search): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();

@@ -261,15 +261,16 @@ impl AfterSales {
                 }))) => {
                     tracing::debug!(order = %req.order_id, attempt, "order changed while deciding; reading it again");
                 }
-                // Another daemon stored the same request under the same key meanwhile.
-                Err(ServiceError::IdempotencyConflict(_))
-                    if let Some(key) = idempotency_key
-                        && let Some(existing) = self.by_key(key, &hash).await? =>
-                {
-                    return Ok(Submitted {
-                        order: existing,
-                        created: false,
-                    });
+                // Perhaps another daemon stored the same request under the same key
+                // meanwhile: then that is the answer (and another body is a conflict).
+                Err(ServiceError::IdempotencyConflict(k)) => {
+                    return match self.by_key(&k, &hash).await? {
+                        Some(existing) => Ok(Submitted {
+                            order: existing,
+                            created: false,
+                        }),
+                        None => Err(ServiceError::IdempotencyConflict(k)),
+                    };
                 }
                 other => return other,
             }

@@ -970,6 +970,27 @@ async fn two_daemons_admit_one_request_per_order(store: Arc<dyn Store>) {
             "round {round}: {won:?}"
         );
     }
+    // The same request under the same key reaching both at once (a client retrying through
+    // another node): one service order, and both answer with it.
+    for round in 0..4 {
+        let order = format!("two-nodes-key-{round}");
+        a.physical_order(&order, "tee-m", 1, 9_900, 0);
+        a.deliver(&order);
+        let body = json!({"business_line": "apparel", "order_id": order, "type": "return_refund",
+            "lines": [{"line_id": "l1", "quantity": 1}], "reason": "wrong_size"});
+        let req: aftersales_runtime::service::SubmitRequest = serde_json::from_value(body).unwrap();
+        let key = format!("retry-{round}");
+        let (ra, rb) = tokio::join!(
+            a.svc.submit(req.clone(), Some(&key)),
+            b.svc.submit(req, Some(&key))
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.order.id, rb.order.id, "round {round}");
+        assert!(
+            ra.created != rb.created,
+            "round {round}: exactly one created it"
+        );
+    }
 }
 
 #[tokio::test]
