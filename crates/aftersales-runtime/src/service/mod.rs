@@ -261,18 +261,21 @@ impl AfterSales {
                 }))) => {
                     tracing::debug!(order = %req.order_id, attempt, "order changed while deciding; reading it again");
                 }
-                // Perhaps another daemon stored the same request under the same key
-                // meanwhile: then that is the answer (and another body is a conflict).
-                Err(ServiceError::IdempotencyConflict(k)) => {
-                    return match self.by_key(&k, &hash).await? {
-                        Some(existing) => Ok(Submitted {
+                // A keyed request refused (an open request on the line) or in conflict
+                // because its twin, sent to another node, was stored meanwhile: the twin is
+                // the answer (and another body under the key is a conflict).
+                Err(e) => {
+                    if let Some(key) = idempotency_key
+                        && let Some(existing) = self.by_key(key, &hash).await?
+                    {
+                        return Ok(Submitted {
                             order: existing,
                             created: false,
-                        }),
-                        None => Err(ServiceError::IdempotencyConflict(k)),
-                    };
+                        });
+                    }
+                    return Err(e);
                 }
-                other => return other,
+                ok => return ok,
             }
         }
         Err(ServiceError::Busy(req.order_id.clone()))
