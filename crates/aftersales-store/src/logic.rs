@@ -252,14 +252,14 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
         if tx.exists(&new.id).await? {
             return Ok(Created::Existing(new.id.clone()));
         }
-        if let Some(guard) = guard_of(new) {
+        if let Some(guard) = new.search_guard() {
             let stored = tx
                 .guard_search_keys(&[guard])
                 .await?
                 .get(&(guard.0.to_owned(), guard.1.to_owned()))
                 .copied()
                 .unwrap_or(0);
-            check_guard(new, stored)?;
+            new.check_search_seen(stored)?;
         }
         if tx.insert_instance(new).await? {
             tx.append_history(&new.id, &new.history).await?;
@@ -272,27 +272,6 @@ pub(crate) async fn create_instance<T: Tx + ?Sized>(
         "create_instance: instance {} kept conflicting with concurrent creates; retry",
         new.id
     )))
-}
-
-/// The (business line, search key) a create is guarded on, if any.
-fn guard_of(new: &NewInstance) -> Option<(&str, &str)> {
-    match (&new.search_key, new.search_seen) {
-        (Some(key), Some(_)) => Some((new.business_line.as_str(), key.as_str())),
-        _ => None,
-    }
-}
-
-/// [`StoreError::SearchKeyMoved`] unless `stored` is what the create read.
-fn check_guard(new: &NewInstance, stored: u64) -> Result<(), StoreError> {
-    match (&new.search_key, new.search_seen) {
-        (Some(key), Some(seen)) if seen != stored => Err(StoreError::SearchKeyMoved {
-            business_line: new.business_line.clone(),
-            key: key.clone(),
-            seen,
-            stored,
-        }),
-        _ => Ok(()),
-    }
 }
 
 /// Whether a create's error is that request's own answer (it wrote nothing) rather than a
@@ -321,7 +300,7 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
     // Guarded search keys first, in one order (see `Tx::guard_search_keys`).
     let guards: Vec<(&str, &str)> = news
         .iter()
-        .filter_map(guard_of)
+        .filter_map(NewInstance::search_guard)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -357,10 +336,10 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
             out[i] = Some(key_taken(n, key, owner.clone(), hash));
         } else if existing.contains(&n.id) {
             out[i] = Some(Ok(Created::Existing(n.id.clone())));
-        } else if let Err(e) = guard_of(n).map_or(Ok(()), |(line, key)| {
+        } else if let Err(e) = n.search_guard().map_or(Ok(()), |(line, key)| {
             // Counting the batch's earlier creates under the key, as if each were alone.
             let count = stored.entry((line.to_owned(), key.to_owned())).or_default();
-            check_guard(n, *count).inspect(|()| *count += 1)
+            n.check_search_seen(*count).inspect(|()| *count += 1)
         }) {
             out[i] = Some(Err(e));
         } else if !taken_ids.insert(n.id.as_str())

@@ -691,8 +691,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
         args.concurrency,
         args.workers,
         args.commit_batch,
-        args.commit_writers
-            .unwrap_or_else(|| store.commit_writers())
+        worker_config(args).commit_writers_on(store.as_ref())
     );
     let before = scratch.bytes().await?;
 

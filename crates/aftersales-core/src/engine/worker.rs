@@ -142,6 +142,15 @@ pub struct WorkerConfig {
     pub commit_writers: Option<usize>,
 }
 
+impl WorkerConfig {
+    /// The commit transactions written at once on `store`: [`WorkerConfig::commit_writers`],
+    /// or the store's own default.
+    pub fn commit_writers_on(&self, store: &dyn Store) -> usize {
+        self.commit_writers
+            .unwrap_or_else(|| store.commit_writers())
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
@@ -647,8 +656,7 @@ impl Engine {
         let (sink, committer) = CommitSink::batched(
             self.store.clone(),
             cfg.commit_batch,
-            cfg.commit_writers
-                .unwrap_or_else(|| self.store.commit_writers()),
+            cfg.commit_writers_on(self.store.as_ref()),
         );
         let mut set: JoinSet<()> = JoinSet::new();
         // The instances this worker holds, for the heartbeat.
@@ -1285,16 +1293,11 @@ where
                 }
             }
             let written = write_batch(op, &write, batch);
-            if writers == 1 {
+            while running.try_join_next().is_some() {}
+            running.spawn(async move {
                 written.await;
                 drop(slot);
-            } else {
-                while running.try_join_next().is_some() {}
-                running.spawn(async move {
-                    written.await;
-                    drop(slot);
-                });
-            }
+            });
         }
         while running.join_next().await.is_some() {}
     });

@@ -75,23 +75,14 @@ impl Inner {
         if self.rows.contains_key(&new.id) {
             return Ok(Created::Existing(new.id));
         }
-        if let (Some(key), Some(seen)) = (&new.search_key, new.search_seen) {
+        if let Some((line, key)) = new.search_guard() {
             let stored = self
                 .rows
                 .values()
                 .filter_map(|row| row.rec.as_ref())
-                .filter(|r| {
-                    r.search_key.as_ref() == Some(key) && r.business_line == new.business_line
-                })
+                .filter(|r| r.search_key.as_deref() == Some(key) && r.business_line == line)
                 .count() as u64;
-            if stored != seen {
-                return Err(StoreError::SearchKeyMoved {
-                    business_line: new.business_line,
-                    key: key.clone(),
-                    seen,
-                    stored,
-                });
-            }
+            new.check_search_seen(stored)?;
         }
         if let Some(key) = &new.idempotency_key {
             self.keys.insert(key.clone(), new.id.clone());

@@ -171,6 +171,31 @@ pub struct NewInstance {
     pub history: Vec<NewHistory>,
 }
 
+impl NewInstance {
+    /// The (business line, search key) this create is guarded on, when it says how many
+    /// instances it read there ([`NewInstance::search_seen`]).
+    pub fn search_guard(&self) -> Option<(&str, &str)> {
+        match (&self.search_key, self.search_seen) {
+            (Some(key), Some(_)) => Some((self.business_line.as_str(), key.as_str())),
+            _ => None,
+        }
+    }
+
+    /// [`StoreError::SearchKeyMoved`] when this create is guarded and `stored` instances
+    /// under its guard are not the number it read.
+    pub fn check_search_seen(&self, stored: u64) -> Result<(), StoreError> {
+        match (&self.search_key, self.search_seen) {
+            (Some(key), Some(seen)) if seen != stored => Err(StoreError::SearchKeyMoved {
+                business_line: self.business_line.clone(),
+                key: key.clone(),
+                seen,
+                stored,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The outcome of [`Store::create_instance`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {

@@ -953,12 +953,15 @@ impl PgScratch {
 async fn two_daemons_admit_one_request_per_order(store: Arc<dyn Store>) {
     let a = World::new(store).await;
     let b = a.another_node().await;
+    // A delivered order of one tee and the return request both nodes receive for it.
+    let order_and_request = |order: &str| {
+        a.physical_order(order, "tee-m", 1, 9_900, 0);
+        a.deliver(order);
+        json!({"business_line": "apparel", "order_id": order, "type": "return_refund",
+            "lines": [{"line_id": "l1", "quantity": 1}], "reason": "wrong_size"})
+    };
     for round in 0..8 {
-        let order = format!("two-nodes-{round}");
-        a.physical_order(&order, "tee-m", 1, 9_900, 0);
-        a.deliver(&order);
-        let body = json!({"business_line": "apparel", "order_id": order, "type": "return_refund",
-            "lines": [{"line_id": "l1", "quantity": 1}], "reason": "wrong_size"});
+        let body = order_and_request(&format!("two-nodes-{round}"));
         let (ra, rb) = tokio::join!(a.submit_only(body.clone()), b.submit_only(body));
         let (won, lost) = match (ra, rb) {
             (Ok(so), other) | (other, Ok(so)) => (so, other),
@@ -973,11 +976,7 @@ async fn two_daemons_admit_one_request_per_order(store: Arc<dyn Store>) {
     // The same request under the same key reaching both at once (a client retrying through
     // another node): one service order, and both answer with it.
     for round in 0..4 {
-        let order = format!("two-nodes-key-{round}");
-        a.physical_order(&order, "tee-m", 1, 9_900, 0);
-        a.deliver(&order);
-        let body = json!({"business_line": "apparel", "order_id": order, "type": "return_refund",
-            "lines": [{"line_id": "l1", "quantity": 1}], "reason": "wrong_size"});
+        let body = order_and_request(&format!("two-nodes-key-{round}"));
         let req: aftersales_runtime::service::SubmitRequest = serde_json::from_value(body).unwrap();
         let key = format!("retry-{round}");
         let (ra, rb) = tokio::join!(
