@@ -241,16 +241,10 @@ impl AfterSales {
 
         // One request at a time per order in this process; across daemons the start is
         // refused when the order's instances changed since they were read (module docs).
+        // A twin under the same key that was stored while this one waited is found below,
+        // when this one is refused or its start conflicts on the key.
         let lock = self.order_lock(&req.business_line, &req.order_id);
         let _guard = lock.lock().await;
-        if let Some(key) = idempotency_key
-            && let Some(existing) = self.by_key(key, &hash).await?
-        {
-            return Ok(Submitted {
-                order: existing,
-                created: false,
-            });
-        }
         for attempt in 1..=SUBMIT_ATTEMPTS {
             match self
                 .submit_once(&req, idempotency_key, &hash, &line, &wf, &def)
@@ -262,8 +256,8 @@ impl AfterSales {
                     tracing::debug!(order = %req.order_id, attempt, "order changed while deciding; reading it again");
                 }
                 // A keyed request refused (an open request on the line) or in conflict
-                // because its twin, sent to another node, was stored meanwhile: the twin is
-                // the answer (and another body under the key is a conflict).
+                // because its twin, on this node or another, was stored meanwhile: the twin
+                // is the answer (and another body under the key is a conflict).
                 Err(e) => {
                     if let Some(key) = idempotency_key
                         && let Some(existing) = self.by_key(key, &hash).await?
