@@ -76,6 +76,11 @@ struct WorkersConfig {
     concurrency: usize,
     lease: String,
     idle_poll: String,
+    /// Most commits in one store transaction.
+    commit_batch: usize,
+    /// Commit transactions in flight at once; absent: the store's default (1 on SQLite,
+    /// 2 on PostgreSQL).
+    commit_writers: Option<usize>,
 }
 
 impl Default for WorkersConfig {
@@ -84,6 +89,8 @@ impl Default for WorkersConfig {
             concurrency: 32,
             lease: "15s".to_owned(),
             idle_poll: "2s".to_owned(),
+            commit_batch: WorkerConfig::default().commit_batch,
+            commit_writers: None,
         }
     }
 }
@@ -141,6 +148,18 @@ pub fn load_config(path: &Path, explicit: bool) -> anyhow::Result<Config> {
         config.workers.concurrency = v
             .parse()
             .with_context(|| format!("AFTERSALES_WORKERS must be a number, got `{v}`"))?;
+    }
+    if config.workers.commit_batch == 0 {
+        bail!(
+            "{}: workers.commit_batch must be at least 1",
+            path.display()
+        );
+    }
+    if config.workers.commit_writers == Some(0) {
+        bail!(
+            "{}: workers.commit_writers must be at least 1",
+            path.display()
+        );
     }
     Ok(config)
 }
@@ -321,6 +340,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         concurrency: config.workers.concurrency.max(1),
         lease_ms: duration_ms("workers.lease", &config.workers.lease)?,
         idle_poll_ms: duration_ms("workers.idle_poll", &config.workers.idle_poll)?,
+        commit_batch: config.workers.commit_batch,
+        commit_writers: config.workers.commit_writers,
         ..WorkerConfig::default()
     };
     let grace = Duration::from_millis(duration_ms(

@@ -40,6 +40,8 @@ listen = "127.0.0.1:{port}"
 url = "sqlite://{}"
 [workers]
 idle_poll = "200ms"
+commit_batch = 64
+commit_writers = 2
 [[auth.tokens]]
 name = "shop"
 env = "TEST_TOKEN_SHOP"
@@ -306,5 +308,20 @@ fn the_daemon_refuses_to_start_on_a_broken_config_and_names_it() {
     assert!(err.contains("aftersales.toml"), "{err}");
     assert!(err.contains("listen_twice"), "{err}");
     assert!(err.contains("line 3"), "{err}");
+
+    // A value the daemon cannot run with is refused before anything is opened.
+    std::fs::write(&config, "[workers]\ncommit_writers = 0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("aftersales.toml"), "{err}");
+    assert!(
+        err.contains("workers.commit_writers must be at least 1"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
