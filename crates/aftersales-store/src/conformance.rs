@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aftersales_core::store::memory::MemoryStore;
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, InboxMessage,
-    InstanceRecord, InstanceStatus, ListFilter, LockOp, MessageKind, NewHistory, NewInstance,
-    Store, StoreError, StoreStats,
+    InstanceRecord, InstanceStatus, JsonText, ListFilter, LockOp, MessageKind, NewHistory,
+    NewInstance, Store, StoreError, StoreStats,
 };
 use serde_json::{Value, json};
 
@@ -311,7 +311,7 @@ pub fn commit_of(c: &Claimed, now: i64) -> Commit {
         instance_id: c.instance.id.clone(),
         lease_version: c.lease_version,
         status: InstanceStatus::Running,
-        state: c.instance.state.clone(),
+        state: JsonText::encode(&c.instance.state).unwrap(),
         due_at: None,
         release: true,
         lease_until: None,
@@ -1046,7 +1046,7 @@ pub async fn stale_commit_is_fenced_and_writes_nothing(store: Arc<dyn Store>) {
 
     let mut commit = commit_of(&stale, T0 + LEASE + 1);
     commit.status = InstanceStatus::Completed;
-    commit.state = json!({ "stale": true });
+    commit.state = JsonText::encode(&json!({ "stale": true })).unwrap();
     commit.needs_attention = true;
     commit.history = vec![history_event("stale", T0 + LEASE + 1)];
     commit.consumed = fresh.inbox.iter().map(|m| m.id).collect();
@@ -1089,7 +1089,7 @@ pub async fn commit_applies_state_history_and_waits(store: Arc<dyn Store>) {
     assert_eq!(signal(store, "a", "sig", "d1", T0).await, accepted(&["a"]));
     let c = claim_only(store, "w1", T0, "a").await;
     let mut commit = commit_of(&c, T0 + 10);
-    commit.state = json!({ "at": "waiting", "n": 1 });
+    commit.state = JsonText::encode(&json!({ "at": "waiting", "n": 1 })).unwrap();
     commit.due_at = Some(T0 + 5_000);
     commit.needs_attention = true;
     commit.history = vec![history_event("h2", T0 + 10), history_event("h3", T0 + 10)];
@@ -1776,7 +1776,8 @@ pub async fn group_commit_applies_each_and_fences_one(store: Arc<dyn Store>) {
         .iter()
         .map(|c| {
             let mut commit = commit_of(c, T0 + LEASE + 1);
-            commit.state = json!({ "done_by": "w1", "id": c.instance.id });
+            commit.state =
+                JsonText::encode(&json!({ "done_by": "w1", "id": c.instance.id })).unwrap();
             commit.history = vec![history_event("w1", T0 + LEASE + 1)];
             if c.instance.id == "a" {
                 commit.notify_parent = Some(("c".to_owned(), json!("from a")));
@@ -1835,28 +1836,28 @@ pub async fn group_commit_writes_many_instances_at_once(store: Arc<dyn Store>) {
 
     let now = T0 + 10;
     let mut a = commit_of(by("a"), now);
-    a.state = json!({ "n": "a" });
+    a.state = JsonText::encode(&json!({ "n": "a" })).unwrap();
     a.due_at = Some(T0 + 500);
     a.history = vec![history_event("a1", now), history_event("a2", now)];
     a.consumed = vec![by("a").inbox[0].id];
     a.waits = waits(&[("x", "k1")]);
     let mut b = commit_of(by("b"), now);
     b.status = InstanceStatus::Completed;
-    b.state = json!({ "n": "b" });
+    b.state = JsonText::encode(&json!({ "n": "b" })).unwrap();
     b.history = vec![history_event("b1", now)];
     b.consumed = vec![by("b").inbox[0].id];
     // An ended instance waits for nothing, whatever its commit says.
     b.waits = waits(&[("y", "k2")]);
     let mut c = commit_of(by("c"), now);
     c.lease_version += 1;
-    c.state = json!({ "n": "stale" });
+    c.state = JsonText::encode(&json!({ "n": "stale" })).unwrap();
     c.history = vec![history_event("c1", now)];
     let mut d1 = commit_of(by("d"), now);
     d1.release = false;
-    d1.state = json!({ "n": "d1" });
+    d1.state = JsonText::encode(&json!({ "n": "d1" })).unwrap();
     d1.history = vec![history_event("d1", now)];
     let mut d2 = commit_of(by("d"), now);
-    d2.state = json!({ "n": "d2" });
+    d2.state = JsonText::encode(&json!({ "n": "d2" })).unwrap();
     d2.history = vec![history_event("d2", now)];
     d2.waits = waits(&[("z", "k3")]);
     assert_eq!(
@@ -2281,7 +2282,7 @@ pub async fn json_round_trips_exactly(store: Arc<dyn Store>) {
     assert_eq!(c.inbox[0].payload, value);
     assert_eq!(c.inbox[0].name, "信号");
     let mut commit = commit_of(&c, T0 + 3);
-    commit.state = scalars[2].clone();
+    commit.state = JsonText::encode(&scalars[2]).unwrap();
     commit.waits = waits(&[("évènement", "clé-1")]);
     commit.history = vec![NewHistory {
         data: scalars[3].clone(),
@@ -2439,7 +2440,7 @@ pub async fn durable_state_populate(store: Arc<dyn Store>) {
     let mut commit = commit_of(&c, T0 + 1);
     commit.waits = waits(&[("parcel.delivered", "p-1")]);
     commit.history = vec![history_event("parked", T0 + 1)];
-    commit.state = json!({ "at": "parcel" });
+    commit.state = JsonText::encode(&json!({ "at": "parcel" })).unwrap();
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     assert_eq!(
         event(store, "parcel.lost", "p-9", "e-9", T0 + 2).await,

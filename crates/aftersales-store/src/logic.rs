@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aftersales_core::store::memory::name_matches;
 use aftersales_core::store::{
-    Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, LockOp,
-    MessageKind, NewHistory, NewInstance, StoreError, ignored_history,
+    Commit, CommitOutcome, Created, Delivered, Delivery, InboxMessage, InstanceStatus, JsonText,
+    LockOp, MessageKind, NewHistory, NewInstance, StoreError, ignored_history,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -47,7 +47,7 @@ pub(crate) fn heads(
 pub(crate) struct InstanceUpdate<'a> {
     pub id: &'a str,
     pub status: InstanceStatus,
-    pub state: &'a Value,
+    pub state: &'a JsonText,
     pub due_at: Option<i64>,
     pub needs_attention: bool,
     /// Clear the lease (`lease_owner` null, `lease_until` 0).

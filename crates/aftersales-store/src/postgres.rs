@@ -472,10 +472,7 @@ impl Tx for PgTx {
         }
         let ids: Vec<&str> = updates.iter().map(|u| u.id).collect();
         let statuses: Vec<&str> = updates.iter().map(|u| u.status.as_str()).collect();
-        let states: Vec<String> = updates
-            .iter()
-            .map(|u| json_text(u.state))
-            .collect::<Result<_, _>>()?;
+        let states: Vec<&str> = updates.iter().map(|u| u.state.as_str()).collect();
         let due: Vec<Option<i64>> = updates.iter().map(|u| u.due_at).collect();
         let attention: Vec<bool> = updates.iter().map(|u| u.needs_attention).collect();
         let now: Vec<i64> = updates.iter().map(|u| u.now).collect();

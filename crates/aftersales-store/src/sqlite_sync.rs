@@ -485,7 +485,7 @@ impl Tx for SyncTx<'_> {
             stmt.execute(params![
                 u.id,
                 u.status.as_str(),
-                json_text(u.state)?,
+                u.state.as_str(),
                 u.due_at,
                 u.needs_attention,
                 u.now,

@@ -197,12 +197,16 @@ pub struct StartRequest {
 }
 
 /// The answer to a start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Started {
     /// The instance id.
     pub id: String,
     /// False when the idempotency key returned an existing instance.
     pub created: bool,
+    /// When created: the instance as this start stored it, before any step ran (what
+    /// [`Engine::get`] would have returned at the commit), so a caller answering with the
+    /// new instance need not read it back. `None` for an existing instance.
+    pub record: Option<InstanceRecord>,
 }
 
 type DefKey = (String, u32);
@@ -415,6 +419,7 @@ impl Engine {
             meta: req.meta.clone(),
             now,
         })?;
+        let record = new.record();
         let created = self.create(new).await?;
         if matches!(created, Created::New(_)) {
             metrics::counter!(
@@ -425,9 +430,17 @@ impl Engine {
             .increment(1);
             self.wake.notify_one();
         }
-        Ok(Started {
-            id: created.id().to_owned(),
-            created: matches!(created, Created::New(_)),
+        Ok(match created {
+            Created::New(id) => Started {
+                id,
+                created: true,
+                record: Some(record),
+            },
+            Created::Existing(id) => Started {
+                id,
+                created: false,
+                record: None,
+            },
         })
     }
 
@@ -954,7 +967,7 @@ impl Engine {
                 instance_id: rec.id.clone(),
                 lease_version,
                 status,
-                state: serde_json::to_value(&st).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                state: JsonText::encode(&st)?,
                 due_at,
                 release,
                 lease_until: extend_to,
@@ -1079,7 +1092,7 @@ impl Engine {
             instance_id: rec.id.clone(),
             lease_version,
             status: rec.status,
-            state: rec.state.clone(),
+            state: JsonText::encode(&rec.state)?,
             due_at: Some(now + 3_600_000),
             release: true,
             lease_until: None,

@@ -87,24 +87,7 @@ impl Inner {
         if let Some(key) = &new.idempotency_key {
             self.keys.insert(key.clone(), new.id.clone());
         }
-        let rec = InstanceRecord {
-            id: new.id.clone(),
-            parent_id: new.parent_id,
-            workflow: new.workflow,
-            version: new.version,
-            business_line: new.business_line,
-            status: InstanceStatus::Running,
-            idempotency_key: new.idempotency_key,
-            search_key: new.search_key,
-            input: new.input,
-            params: new.params,
-            state: new.state,
-            meta: new.meta,
-            due_at: Some(new.now),
-            needs_attention: false,
-            created_at: new.now,
-            updated_at: new.now,
-        };
+        let rec = new.record();
         let mut row = Row {
             rec: Some(rec),
             request_hash: new.request_hash,
@@ -228,7 +211,7 @@ impl Store for MemoryStore {
             };
             if let Some(rec) = row.rec.as_mut() {
                 rec.status = c.status;
-                rec.state = c.state.clone();
+                rec.state = c.state.decode()?;
                 let due_at = if c.status.is_final() {
                     None
                 } else if row.wake != c.wake_seen {

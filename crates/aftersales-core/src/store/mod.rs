@@ -194,6 +194,57 @@ impl NewInstance {
             _ => Ok(()),
         }
     }
+
+    /// The record every store keeps for this create: running, due at once, created and
+    /// updated at [`NewInstance::now`]. What a read right after the create returns, before
+    /// any worker has advanced it.
+    pub fn record(&self) -> InstanceRecord {
+        InstanceRecord {
+            id: self.id.clone(),
+            parent_id: self.parent_id.clone(),
+            workflow: self.workflow.clone(),
+            version: self.version,
+            business_line: self.business_line.clone(),
+            status: InstanceStatus::Running,
+            idempotency_key: self.idempotency_key.clone(),
+            search_key: self.search_key.clone(),
+            input: self.input.clone(),
+            params: self.params.clone(),
+            state: self.state.clone(),
+            meta: self.meta.clone(),
+            due_at: Some(self.now),
+            needs_attention: false,
+            created_at: self.now,
+            updated_at: self.now,
+        }
+    }
+}
+
+/// JSON serialised once by its producer and stored as it is: an instance's execution state
+/// in a [`Commit`]. The engine encodes its state straight to text on its own task, so a
+/// store's single writer binds the text instead of encoding a [`Value`] inside its
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// Serialises `value`.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<JsonText, StoreError> {
+        serde_json::to_string(value)
+            .map(JsonText)
+            .map_err(|e| StoreError::Corrupt(format!("encoding JSON to store: {e}")))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Parsed back.
+    pub fn decode(&self) -> Result<Value, StoreError> {
+        serde_json::from_str(&self.0)
+            .map_err(|e| StoreError::Corrupt(format!("stored JSON does not parse: {e}")))
+    }
 }
 
 /// The outcome of [`Store::create_instance`].
@@ -383,8 +434,8 @@ pub struct Commit {
     pub lease_version: i64,
     /// New status.
     pub status: InstanceStatus,
-    /// New execution state.
-    pub state: Value,
+    /// New execution state, as JSON text.
+    pub state: JsonText,
     /// Next time to look at it (`None` once finished). When the stored due time and this
     /// one are both at or before `now`, the stored one is kept: both mean "due now", and
     /// leaving the indexed column alone lets PostgreSQL update the row in place (a

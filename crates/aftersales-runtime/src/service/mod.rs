@@ -325,10 +325,14 @@ impl AfterSales {
                 }
                 other => ServiceError::Engine(other),
             })?;
-        let order = self
-            .get(&started.id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(started.id.clone()))?;
+        // A new service order is answered as stored; one its key returned is read.
+        let order = match started.record {
+            Some(record) => view::build(&self.engine, record).await?,
+            None => self
+                .get(&started.id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(started.id.clone()))?,
+        };
         Ok(Submitted {
             order,
             created: started.created,
