@@ -9,6 +9,7 @@
 //! with its type (a number stays a number, money stays money); `${...}` inside longer
 //! text is interpolated as text; `$${` writes a literal `${`. Everything else is literal.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -29,6 +30,46 @@ pub const MAX_EXPR_DEPTH: usize = 48;
 /// CEL's standard functions and macros, built once: building them takes longer than
 /// evaluating a typical condition.
 static STDLIB: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
+/// What expressions read: the roots (`input`, `params`, `steps`, `workflow`, `now`). A JSON
+/// object holding them is a scope; the engine lends its state instead, so a step does not
+/// copy the instance's input and every step output to evaluate one argument.
+pub trait Scope {
+    /// A root, whole; `None` when there is no such root.
+    fn root(&self, name: &str) -> Option<Cow<'_, serde_json::Value>>;
+
+    /// The named fields of a root that is an object (those it has), without building the
+    /// rest of it; `None` when the root is missing or not an object.
+    fn fields(
+        &self,
+        root: &str,
+        fields: &[String],
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        fields_of(self.root(root)?.as_ref(), fields)
+    }
+}
+
+impl Scope for serde_json::Value {
+    fn root(&self, name: &str) -> Option<Cow<'_, serde_json::Value>> {
+        self.get(name).map(Cow::Borrowed)
+    }
+}
+
+/// The named fields of `v` when it is an object (see [`Scope::fields`]).
+pub fn fields_of(
+    v: &serde_json::Value,
+    fields: &[String],
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match v {
+        serde_json::Value::Object(map) => Some(
+            fields
+                .iter()
+                .filter_map(|f| map.get(f).map(|x| (f.clone(), x.clone())))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
 
 /// A compiled CEL expression and where it was written.
 #[derive(Clone)]
@@ -170,8 +211,9 @@ impl Expr {
         path_of(self.program.expression())
     }
 
-    /// Evaluates the expression against a scope (a JSON object holding the roots).
-    pub fn eval(&self, scope: &serde_json::Value) -> Result<serde_json::Value, EvalError> {
+    /// Evaluates the expression against a scope (a JSON object holding the roots, or
+    /// anything else that lends them).
+    pub fn eval<S: Scope + ?Sized>(&self, scope: &S) -> Result<serde_json::Value, EvalError> {
         let fail = |message: String| EvalError {
             expr: self.source.clone(),
             message,
@@ -180,18 +222,16 @@ impl Expr {
         // Only what the expression reads is converted to CEL values: a root it selects
         // fields of gets just those fields (the others could not be read anyway).
         for read in self.reads.iter() {
-            let Some(v) = scope.get(&read.root) else {
-                continue;
-            };
-            let value = match (&read.fields, v) {
-                (Some(fields), serde_json::Value::Object(map)) => {
-                    let part: serde_json::Map<String, serde_json::Value> = fields
-                        .iter()
-                        .filter_map(|f| map.get(f).map(|x| (f.clone(), x.clone())))
-                        .collect();
-                    cel::to_value(serde_json::Value::Object(part))
-                }
-                _ => cel::to_value(v),
+            let part = read
+                .fields
+                .as_ref()
+                .and_then(|fields| scope.fields(&read.root, fields));
+            let value = match part {
+                Some(part) => cel::to_value(serde_json::Value::Object(part)),
+                None => match scope.root(&read.root) {
+                    Some(v) => cel::to_value(v.as_ref()),
+                    None => continue,
+                },
             }
             .map_err(|e| fail(e.to_string()))?;
             ctx.add_variable_from_value(read.root.as_str(), value);
@@ -204,7 +244,7 @@ impl Expr {
     }
 
     /// Evaluates a condition; anything but a boolean is an error.
-    pub fn eval_bool(&self, scope: &serde_json::Value) -> Result<bool, EvalError> {
+    pub fn eval_bool<S: Scope + ?Sized>(&self, scope: &S) -> Result<bool, EvalError> {
         match self.eval(scope)? {
             serde_json::Value::Bool(b) => Ok(b),
             other => Err(EvalError {
@@ -363,7 +403,7 @@ impl Template {
     }
 
     /// Builds the value against a scope.
-    pub fn eval(&self, scope: &serde_json::Value) -> Result<serde_json::Value, EvalError> {
+    pub fn eval<S: Scope + ?Sized>(&self, scope: &S) -> Result<serde_json::Value, EvalError> {
         Ok(match self {
             Template::Literal(v, _) => v.clone(),
             Template::Expr(e) => e.eval(scope)?,

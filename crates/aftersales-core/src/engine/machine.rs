@@ -3,6 +3,7 @@
 //! feeds time in and carries effects out, so every transition can be tested step by step
 //! and replayed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::keys;
 use super::state::*;
+use crate::expr::{Scope, fields_of};
 use crate::model::*;
 use crate::store::memory::name_matches;
 use crate::store::{InboxMessage, InstanceStatus, MessageKind, NewHistory};
@@ -151,24 +153,10 @@ pub enum FailureClass {
 }
 
 impl<'a> Ctx<'a> {
-    fn scope(&self, st: &ExecState, own: Option<(&str, &Value)>) -> Value {
-        let mut steps: Map<String, Value> = st.outputs.clone().into_iter().collect();
-        if let Some((id, out)) = own {
-            steps.insert(id.to_owned(), out.clone());
-        }
-        json!({
-            "input": self.input,
-            "params": self.params,
-            "steps": steps,
-            "workflow": {
-                "instance_id": self.instance_id,
-                "name": self.def.name.value,
-                "version": self.def.version.value,
-                "business_line": self.business_line,
-                "started_at": rfc3339(self.started_at),
-            },
-            "now": rfc3339(self.now),
-        })
+    /// What expressions of a step read: borrowed from the instance, each root built only
+    /// when an expression reads it.
+    fn scope<'s>(&'s self, st: &'s ExecState, own: Option<(&'s str, &'s Value)>) -> StepScope<'s> {
+        StepScope { cx: self, st, own }
     }
 
     fn hist(
@@ -212,7 +200,68 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn eval_args(args: &[Arg], scope: &Value) -> Result<Value, String> {
+/// The roots of [`crate::expr`] over an instance: `input` and `params` lent as they are,
+/// `steps` the outputs so far (plus, while compensating, the output of the step being
+/// undone), `workflow` and `now` built when read. An expression that selects named steps
+/// (`steps.refund.amount`) gets copies of those outputs only.
+struct StepScope<'s> {
+    cx: &'s Ctx<'s>,
+    st: &'s ExecState,
+    own: Option<(&'s str, &'s Value)>,
+}
+
+impl StepScope<'_> {
+    fn step(&self, id: &str) -> Option<&Value> {
+        match self.own {
+            Some((own, out)) if own == id => Some(out),
+            _ => self.st.outputs.get(id),
+        }
+    }
+}
+
+impl Scope for StepScope<'_> {
+    fn root(&self, name: &str) -> Option<Cow<'_, Value>> {
+        Some(match name {
+            "input" => Cow::Borrowed(self.cx.input),
+            "params" => Cow::Borrowed(self.cx.params),
+            "steps" => {
+                let mut steps: Map<String, Value> = self
+                    .st
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if let Some((id, out)) = self.own {
+                    steps.insert(id.to_owned(), out.clone());
+                }
+                Cow::Owned(Value::Object(steps))
+            }
+            "workflow" => Cow::Owned(json!({
+                "instance_id": self.cx.instance_id,
+                "name": self.cx.def.name.value,
+                "version": self.cx.def.version.value,
+                "business_line": self.cx.business_line,
+                "started_at": rfc3339(self.cx.started_at),
+            })),
+            "now" => Cow::Owned(Value::String(rfc3339(self.cx.now))),
+            _ => return None,
+        })
+    }
+
+    fn fields(&self, root: &str, fields: &[String]) -> Option<Map<String, Value>> {
+        if root == "steps" {
+            return Some(
+                fields
+                    .iter()
+                    .filter_map(|f| self.step(f).map(|v| (f.clone(), v.clone())))
+                    .collect(),
+            );
+        }
+        fields_of(self.root(root)?.as_ref(), fields)
+    }
+}
+
+fn eval_args<S: Scope + ?Sized>(args: &[Arg], scope: &S) -> Result<Value, String> {
     let mut m = Map::new();
     for a in args {
         let v = a.value.eval(scope).map_err(|e| e.to_string())?;
