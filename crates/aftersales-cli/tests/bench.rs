@@ -73,3 +73,22 @@ fn waiting_instances_park_and_drain() {
         .unwrap_or_else(|| panic!("no `completed:` line in:\n{stdout}"));
     assert_eq!(completed.trim(), "10 / 10", "{stdout}");
 }
+
+#[test]
+fn without_the_simulator_every_call_is_still_made_and_answered() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args([
+            "bench", "--store", "sqlite", "-n", "20", "-c", "4", "--no-raw", "--no-sim",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("(--no-sim)"), "{stdout}");
+    let completed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("completed:"))
+        .unwrap_or_else(|| panic!("no `completed:` line in:\n{stdout}"));
+    assert_eq!(completed.trim(), "20 / 20", "{stdout}");
+}

@@ -170,6 +170,11 @@ pub struct BenchArgs {
     /// Skip the raw store measurements.
     #[arg(long)]
     pub no_raw: bool,
+    /// Saga and `--waiting`: answer every call at once with an empty output instead of
+    /// through the simulator, which keeps every call, message and idempotency answer in
+    /// memory; what is left is the engine and the store (their CPU and their memory).
+    #[arg(long, conflicts_with = "http")]
+    pub no_sim: bool,
 }
 
 /// Runs `aftersales bench`.
@@ -481,8 +486,34 @@ impl Dispatcher for Timed {
 // ---------------------------------------------------------------------------------------
 // Shared pieces.
 
-/// The simulator with no latency and no faults, behind the business line `bench`.
-fn sim_dispatcher(clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Arc<dyn Dispatcher> {
+/// What answers the calls, for the run's header.
+fn callee(args: &BenchArgs) -> &'static str {
+    if args.no_sim {
+        "calls answered at once, nothing kept (--no-sim)"
+    } else {
+        "simulator calls (no latency, no faults)"
+    }
+}
+
+/// Answers every call at once with an empty output and keeps nothing (`--no-sim`).
+struct Ack;
+
+#[async_trait]
+impl Dispatcher for Ack {
+    async fn dispatch(&self, _call: ActionCall) -> CallResult {
+        CallResult::Done(json!({}))
+    }
+}
+
+/// The simulator with no latency and no faults, behind the business line `bench`; with
+/// `--no-sim`, [`Ack`].
+fn sim_dispatcher(
+    args: &BenchArgs,
+    clock: impl Fn() -> SystemTime + Send + Sync + 'static,
+) -> Arc<dyn Dispatcher> {
+    if args.no_sim {
+        return Arc::new(Ack);
+    }
     let sim = Sim::new(SimConfig::quiet(7), clock);
     let mut d = AdapterDispatcher::new();
     d.bind(LINE, Arc::new(sim.adapter_set()));
@@ -681,13 +712,13 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     let scratch = Scratch::create(args.store, &args.store_url).await?;
     let store = scratch.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let timed = Arc::new(Timed::new(sim_dispatcher(SystemTime::now), true));
+    let timed = Arc::new(Timed::new(sim_dispatcher(args, SystemTime::now), true));
     let engine = engine_on(store.clone(), clock.clone(), timed.clone()).await?;
     println!(
-        "aftersales bench: {}; {n} instances of a {SAGA_STEPS}-step saga of simulator calls \
-         (no latency, no faults); {} starting clients, {} workers, commit batch {}, {} commit \
-         writers",
+        "aftersales bench: {}; {n} instances of a {SAGA_STEPS}-step saga of {}; {} starting \
+         clients, {} workers, commit batch {}, {} commit writers",
         scratch.describe(),
+        callee(args),
         args.concurrency,
         args.workers,
         args.commit_batch,
@@ -793,7 +824,7 @@ async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
     let sim_clock = manual.clone();
     let clock: Arc<dyn Clock> = Arc::new(manual.clone());
     let timed = Arc::new(Timed::new(
-        sim_dispatcher(move || {
+        sim_dispatcher(args, move || {
             UNIX_EPOCH + Duration::from_millis(u64::try_from(sim_clock.now_ms()).unwrap_or(0))
         }),
         false,
@@ -801,8 +832,10 @@ async fn waiting(args: &BenchArgs, n: usize) -> anyhow::Result<()> {
     let engine = engine_on(store.clone(), clock.clone(), timed.clone()).await?;
     println!(
         "aftersales bench --waiting: {}; {n} instances parked on a 7-day wait, then the clock \
-         jumps 7 days; {} starting clients, {} workers, commit batch {}",
+         jumps 7 days and each makes one call ({}); {} starting clients, {} workers, commit \
+         batch {}",
         scratch.describe(),
+        callee(args),
         args.concurrency,
         args.workers,
         args.commit_batch
