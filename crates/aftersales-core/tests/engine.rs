@@ -151,6 +151,33 @@ async fn the_same_idempotency_key_returns_the_same_instance_and_a_different_body
 }
 
 #[tokio::test]
+async fn a_start_answers_with_the_record_it_stored_and_a_repeat_with_none() {
+    let h = Harness::new();
+    h.deploy(&[SAGA]).await;
+    let req = || StartRequest {
+        workflow: "t.saga".into(),
+        version: None,
+        business_line: "test".into(),
+        input: saga_input(),
+        params: json!({}),
+        idempotency_key: Some("req-rec".into()),
+        search_key: Some("o-1".into()),
+        search_seen: None,
+        meta: json!({"kind": "test"}),
+        id: None,
+    };
+    let first = h.engine.start(req()).await.unwrap();
+    assert!(first.created);
+    let stored = h.engine.get(&first.id).await.unwrap().unwrap();
+    // Nothing has run yet: what the start answered is what the store holds.
+    assert_eq!(first.record.as_ref(), Some(&stored));
+    let again = h.engine.start(req()).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.record, None);
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_with_every_problem_named_and_nothing_stored() {
     let h = Harness::new();
     h.deploy(&[SAGA]).await;

@@ -260,18 +260,22 @@ pub(crate) async fn start(
         })
         .await
         .map_err(engine_problem)?;
-    let rec = st
-        .engine
-        .get(&started.id)
-        .await
-        .map_err(engine_problem)?
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                codes::INTERNAL,
-                "instance vanished",
-            )
-        })?;
+    // A new instance is answered as stored; one its key returned is read.
+    let rec = match started.record {
+        Some(rec) => rec,
+        None => st
+            .engine
+            .get(&started.id)
+            .await
+            .map_err(engine_problem)?
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::INTERNAL,
+                    "instance vanished",
+                )
+            })?,
+    };
     let status = if started.created {
         StatusCode::CREATED
     } else {
