@@ -293,32 +293,25 @@ fn the_daemon_refuses_to_start_on_a_broken_config_and_names_it() {
     let dir = std::env::temp_dir().join(format!("aftersales-serve-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("aftersales.toml");
-    std::fs::write(
-        &config,
-        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_twice = true\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("aftersales.toml"), "{err}");
+    // Starts the daemon on `text`; it must refuse, naming the file. Its stderr.
+    let refused = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("aftersales.toml"), "{err}");
+        err
+    };
+    let err = refused("[server]\nlisten = \"127.0.0.1:1\"\nlisten_twice = true\n");
     assert!(err.contains("listen_twice"), "{err}");
     assert!(err.contains("line 3"), "{err}");
 
     // A value the daemon cannot run with is refused before anything is opened.
-    std::fs::write(&config, "[workers]\ncommit_writers = 0\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("aftersales.toml"), "{err}");
+    let err = refused("[workers]\ncommit_writers = 0\n");
     assert!(
         err.contains("workers.commit_writers must be at least 1"),
         "{err}"
