@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(crate::path::refuse_nul))
         .with_state(state)
@@ -95,6 +96,15 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
+}
+
+/// A known route called with a method it does not take; axum adds the `Allow` header.
+async fn method_not_allowed(method: axum::http::Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        format!("this route does not take {method}; the Allow header lists the methods it takes"),
+    )
 }
 
 pub(crate) fn engine_problem(e: EngineError) -> Problem {

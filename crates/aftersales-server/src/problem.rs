@@ -71,6 +71,9 @@ pub mod codes {
     pub const FORBIDDEN: &str = "AS-API-0403";
     /// No such instance, workflow or route.
     pub const NOT_FOUND: &str = "AS-API-0404";
+    /// The route exists but does not take this method (the `Allow` header lists those it
+    /// takes).
+    pub const METHOD_NOT_ALLOWED: &str = "AS-API-0405";
     /// The idempotency key was used for a different request.
     pub const KEY_CONFLICT: &str = "AS-API-0409";
     /// The instance has ended; the signal or cancel changes nothing.

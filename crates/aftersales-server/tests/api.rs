@@ -425,6 +425,14 @@ async fn bad_input_gets_a_problem_naming_what_and_where_and_changes_nothing() {
         (s, ctype.as_str()),
         (StatusCode::NOT_FOUND, "application/problem+json")
     );
+    // A known route, a method it does not take: a problem, not an empty body.
+    let (s, ctype, p) = api.call("DELETE", "/v1/instances", &[], None).await;
+    assert_eq!(
+        (s, ctype.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "application/problem+json")
+    );
+    assert_eq!(p["code"], "AS-API-0405", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("DELETE"), "{p}");
     // Bad query.
     let (s, _, p) = api
         .call("GET", "/v1/instances?status=sleepy", &[], None)
