@@ -24,6 +24,11 @@ pub enum ErrorClass {
     UnknownOutcome,
     /// The adapter does not support this action; see its [`Capabilities`](crate::Capabilities).
     Unsupported,
+    /// The platform does not know the object the call names (an order, a payment, a
+    /// return; HTTP 404): do not retry. Treated as [`ErrorClass::Permanent`] in a workflow;
+    /// a caller reading an order can answer "no such order" instead of blaming the
+    /// platform.
+    NotFound,
 }
 
 impl ErrorClass {
@@ -47,6 +52,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Permanent => f.write_str("permanent"),
             ErrorClass::UnknownOutcome => f.write_str("unknown outcome"),
             ErrorClass::Unsupported => f.write_str("unsupported"),
+            ErrorClass::NotFound => f.write_str("not found"),
         }
     }
 }
@@ -57,7 +63,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// A failed adapter call: which platform, which action, how to treat it, and why.
 ///
 /// Build one with [`AdapterError::transient`], [`AdapterError::permanent`],
-/// [`AdapterError::unknown_outcome`] or [`AdapterError::unsupported`].
+/// [`AdapterError::unknown_outcome`], [`AdapterError::unsupported`] or
+/// [`AdapterError::not_found`].
 #[derive(Debug, thiserror::Error)]
 #[error("{action} failed on {platform} ({class}): {message}")]
 pub struct AdapterError {
@@ -112,6 +119,15 @@ impl AdapterError {
         message: impl Into<String>,
     ) -> AdapterError {
         AdapterError::new(ErrorClass::Permanent, platform, action, message)
+    }
+
+    /// The platform does not know the object the call names.
+    pub fn not_found(
+        platform: impl Into<Cow<'static, str>>,
+        action: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> AdapterError {
+        AdapterError::new(ErrorClass::NotFound, platform, action, message)
     }
 
     /// The call may have taken effect; the answer was lost.

@@ -50,6 +50,8 @@ pub(crate) fn classify(
                 None => e,
             }
         }
+        // The platform does not know the object the call names (REST's convention).
+        404 => AdapterError::not_found(KIND, action, format!("http {code}{detail}")),
         _ => AdapterError::permanent(KIND, action, format!("http {code}{detail}")),
     }
 }

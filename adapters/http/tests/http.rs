@@ -234,6 +234,7 @@ async fn business_refusals_are_permanent_and_carry_the_platform_message() {
         ),
         ("pay_422", 422, "amount exceeds the refundable balance"),
         ("pay_400", 400, "bad currency"),
+        ("pay_404", 404, "no such payment"),
     ] {
         Mock::given(path(format!("/api/payments/{payment_id}/refunds")))
             .respond_with(
@@ -264,6 +265,14 @@ async fn business_refusals_are_permanent_and_carry_the_platform_message() {
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent);
+    // A 404: the platform does not know what the call names; never retried either.
+    let e = p
+        .refund(&refund_req("pay_404"), &key("k"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::NotFound);
+    assert!(!e.class.is_retryable());
+    assert_eq!(e.message, "http 404: no such payment");
 }
 
 #[tokio::test]

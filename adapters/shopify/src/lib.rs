@@ -771,7 +771,7 @@ impl OrderSystem for ShopifyOrders {
             )
             .await?;
         let order = data.order.ok_or_else(|| {
-            AdapterError::permanent(
+            AdapterError::not_found(
                 KIND,
                 action,
                 format!("Shopify has no order `{}`", req.order_id),
@@ -819,7 +819,7 @@ impl OrderSystem for ShopifyOrders {
             .graphql(Call::Read(action), REFUNDABLE_QUERY, json!({"id": gid}))
             .await?;
         let order = data.order.ok_or_else(|| {
-            AdapterError::permanent(
+            AdapterError::not_found(
                 KIND,
                 action,
                 format!("Shopify has no order `{}`", req.order_id),

@@ -359,7 +359,7 @@ impl ShopifyOrders {
         let gid = order_gid(&req.order_id);
         let marker = key_marker(key.as_str());
         let no_order = || {
-            AdapterError::permanent(
+            AdapterError::not_found(
                 KIND,
                 action,
                 format!("Shopify has no order `{}`", req.order_id),
@@ -684,7 +684,7 @@ impl ShopifyOrders {
             )
             .await?;
         let order = data.order.ok_or_else(|| {
-            AdapterError::permanent(KIND, action, format!("Shopify has no order `{order}`"))
+            AdapterError::not_found(KIND, action, format!("Shopify has no order `{order}`"))
         })?;
         Ok(order.cancelled_at.is_some())
     }

@@ -347,7 +347,7 @@ async fn user_errors_in_a_200_are_permanent() {
         .report_refund(&report("404", 1_000), &key("r-2"))
         .await
         .unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent);
+    assert_eq!(e.class, ErrorClass::NotFound);
     let mut registry = Registry::new();
     aftersales_adapter_shopify::register(&mut registry);
     let env = |n: &str| {
@@ -598,7 +598,7 @@ async fn only_fulfilled_units_can_be_returned() {
         .request_return(&request("404", vec![line("404", 0, 1)]), &key("k-6"))
         .await
         .unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
     assert_eq!(api.operations("AftersalesReturnRequest").await.len(), 1);
 }
 
@@ -820,7 +820,7 @@ async fn cancel_refusals_are_permanent() {
     assert!(!api.cancellation(&id).0);
     // An unknown order.
     let e = o.cancel(&cancel("404"), &key("c-2")).await.unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent, "{e}");
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
     assert!(e.message.contains("no order"), "{e}");
 }
 

@@ -37,7 +37,7 @@ fn order_mut<'a>(
     state
         .orders
         .get_mut(order_id)
-        .ok_or_else(|| cx.refuse(format!("unknown order `{order_id}`")))
+        .ok_or_else(|| cx.not_found(format!("unknown order `{order_id}`")))
 }
 
 fn return_mut<'a>(
@@ -48,7 +48,7 @@ fn return_mut<'a>(
     state
         .returns
         .get_mut(rma_id)
-        .ok_or_else(|| cx.refuse(format!("unknown return `{rma_id}`")))
+        .ok_or_else(|| cx.not_found(format!("unknown return `{rma_id}`")))
 }
 
 fn key_of(cx: &Ctx<'_>) -> Result<IdempotencyKey, AdapterError> {
@@ -320,7 +320,7 @@ fn platform_return_mut<'a>(
     state
         .platform_returns
         .get_mut(return_id)
-        .ok_or_else(|| cx.refuse(format!("unknown return `{return_id}`")))
+        .ok_or_else(|| cx.not_found(format!("unknown return `{return_id}`")))
 }
 
 #[async_trait]
@@ -602,7 +602,7 @@ impl Warehouse for Sim {
                 .reservations
                 .get_mut(&req.reservation_id)
                 .ok_or_else(|| {
-                    cx.refuse(format!("unknown reservation `{}`", req.reservation_id))
+                    cx.not_found(format!("unknown reservation `{}`", req.reservation_id))
                 })?;
             match r.state {
                 ReservationState::Released => Ok(Ack {}),
@@ -633,7 +633,7 @@ impl Warehouse for Sim {
                 .reservations
                 .get_mut(&req.reservation_id)
                 .ok_or_else(|| {
-                    cx.refuse(format!("unknown reservation `{}`", req.reservation_id))
+                    cx.not_found(format!("unknown reservation `{}`", req.reservation_id))
                 })?;
             if r.state != ReservationState::Active {
                 return Err(cx.refuse(format!(
@@ -666,7 +666,7 @@ fn entitlement_mut<'a>(
     state
         .entitlements
         .get_mut(id)
-        .ok_or_else(|| cx.refuse(format!("unknown entitlement `{id}`")))
+        .ok_or_else(|| cx.not_found(format!("unknown entitlement `{id}`")))
 }
 
 #[async_trait]
@@ -774,7 +774,7 @@ impl Payment for Sim {
                     .payments
                     .get(&req.payment_id)
                     .cloned()
-                    .ok_or_else(|| cx.refuse(format!("unknown payment `{}`", req.payment_id)))?;
+                    .ok_or_else(|| cx.not_found(format!("unknown payment `{}`", req.payment_id)))?;
                 if req.amount.currency != payment.captured.currency {
                     return Err(cx.refuse(format!(
                         "payment `{}` is in {}, not {}",
@@ -867,7 +867,7 @@ impl Payment for Sim {
                     status: RefundStatus::NotFound,
                     refund_id: None,
                 }),
-                (None, RefundLookup::Id(id)) => Err(cx.refuse(format!("unknown refund `{id}`"))),
+                (None, RefundLookup::Id(id)) => Err(cx.not_found(format!("unknown refund `{id}`"))),
             }
         })
         .await
@@ -883,7 +883,7 @@ impl Payment for Sim {
             let payment = state
                 .payments
                 .get(&req.payment_id)
-                .ok_or_else(|| cx.refuse(format!("unknown payment `{}`", req.payment_id)))?;
+                .ok_or_else(|| cx.not_found(format!("unknown payment `{}`", req.payment_id)))?;
             if req.amount.currency != payment.captured.currency || req.amount.minor <= 0 {
                 return Err(cx.refuse(format!(
                     "cannot charge {} on payment `{}`",

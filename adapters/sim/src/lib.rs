@@ -140,6 +140,11 @@ impl Ctx<'_> {
     pub(crate) fn refuse(&self, message: impl Into<String>) -> AdapterError {
         AdapterError::permanent(KIND, self.action, message)
     }
+
+    /// The call names an object the simulator does not hold.
+    pub(crate) fn not_found(&self, message: impl Into<String>) -> AdapterError {
+        AdapterError::not_found(KIND, self.action, message)
+    }
 }
 
 impl Sim {

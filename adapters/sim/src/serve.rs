@@ -188,6 +188,7 @@ impl ApiError {
             ErrorClass::Permanent => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             ErrorClass::UnknownOutcome => (StatusCode::GATEWAY_TIMEOUT, "no_answer"),
             ErrorClass::Unsupported => (StatusCode::NOT_IMPLEMENTED, "unsupported"),
+            ErrorClass::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError {
@@ -214,6 +215,7 @@ fn class_name(class: ErrorClass) -> &'static str {
         ErrorClass::Permanent => "permanent",
         ErrorClass::UnknownOutcome => "unknown_outcome",
         ErrorClass::Unsupported => "unsupported",
+        ErrorClass::NotFound => "not_found",
         _ => "other",
     }
 }
@@ -419,7 +421,7 @@ async fn create_refund(
     };
     match Payment::refund(&app.sim, &req, &key).await {
         Ok(outcome) => refund_answer(&app.sim, StatusCode::CREATED, &outcome.refund_id),
-        Err(e) if e.class == ErrorClass::Permanent && app.sim.payment(&payment_id).is_none() => {
+        Err(e) if e.class == ErrorClass::NotFound && app.sim.payment(&payment_id).is_none() => {
             Err(ApiError::not_found(
                 "payment_not_found",
                 format!("no payment `{payment_id}`"),
@@ -438,7 +440,7 @@ async fn get_refund(State(app): State<App>, Params(refund_id): Params<String>) -
     {
         Ok(_) => refund_answer(&app.sim, StatusCode::OK, &refund_id),
         Err(e)
-            if e.class == ErrorClass::Permanent
+            if e.class == ErrorClass::NotFound
                 && refund_entry(&app.sim, refund_id.as_str()).is_none() =>
         {
             Err(ApiError::not_found(

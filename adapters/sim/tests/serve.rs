@@ -1235,8 +1235,8 @@ async fn bad_input_to_any_endpoint_is_a_clear_4xx_json_error() {
         (Method::POST, "/v1/actions/warehouse.create_return".into(), Some(r#"{"order_id": "o-1", "service_order_id": "s", "lines": [{"line_id": "l1", "sku": "tshirt-m", "quantity": "one"}]}"#.into()), Some("k2"), 400, "invalid_input", "field `lines[0].quantity`"),
         (Method::POST, "/v1/actions/payment.refund_status".into(), Some(r#"{"payment_id": "p"}"#.into()), None, 400, "invalid_input", "give either `refund_id`"),
         (Method::POST, "/v1/actions/warehouse.restock".into(), Some(r#"{"rma_id": "r"}"#.into()), None, 400, "missing_idempotency_key", "Idempotency-Key"),
-        (Method::POST, "/v1/actions/warehouse.restock".into(), Some(r#"{"rma_id": "r"}"#.into()), Some("k3"), 422, "refused", "unknown return `r`"),
-        (Method::POST, "/v1/actions/order.get".into(), Some(r#"{"order_id": "nope"}"#.into()), None, 422, "refused", "unknown order `nope`"),
+        (Method::POST, "/v1/actions/warehouse.restock".into(), Some(r#"{"rma_id": "r"}"#.into()), Some("k3"), 404, "not_found", "unknown return `r`"),
+        (Method::POST, "/v1/actions/order.get".into(), Some(r#"{"order_id": "nope"}"#.into()), None, 404, "not_found", "unknown order `nope`"),
     ];
     for (method, path, body, k, status, code, says) in cases {
         let what = format!("{method} {path} {body:?}");

@@ -752,7 +752,7 @@ pub async fn order_conformance<H: OrderHarness>(make: impl Fn() -> H) -> Report 
         .await;
 
     report
-        .run("an unknown order is a permanent error", async {
+        .run("an unknown order is a not-found error", async {
             let h = make();
             let e = err_of(
                 "get unknown order",
@@ -762,8 +762,8 @@ pub async fn order_conformance<H: OrderHarness>(make: impl Fn() -> H) -> Report 
                     })
                     .await,
             )?;
-            ensure(e.class == ErrorClass::Permanent, || {
-                format!("expected a permanent error, got {e}")
+            ensure(e.class == ErrorClass::NotFound, || {
+                format!("expected a not-found error (the service answers 404), got {e}")
             })
         })
         .await;

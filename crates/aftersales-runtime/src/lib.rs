@@ -49,6 +49,7 @@ pub fn failure(e: &AdapterError) -> CallResult {
             retry_after_ms: retry_after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         },
         ErrorClass::UnknownOutcome => FailureClass::UnknownOutcome,
+        ErrorClass::NotFound => FailureClass::Permanent,
         // Unsupported actions, and any class added later, are not retried blindly.
         _ => FailureClass::Permanent,
     };

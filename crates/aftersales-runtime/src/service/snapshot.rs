@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aftersales_adapter::types::{EntitlementRef, GetOrder, Order, OrderStatus};
-use aftersales_adapter::{AdapterError, AdapterSet, ids as aid};
+use aftersales_adapter::{AdapterError, AdapterSet, ErrorClass, ids as aid};
 use aftersales_core::store::{InstanceRecord, InstanceStatus};
 use aftersales_domain::{
     CategoryId, CourseId, EntitlementId, LineFlag, LineGoods, LineId, OrderId, OrderLine,
@@ -151,7 +151,10 @@ pub(crate) async fn read_order(
         .retry(read_retry())
         .when(|e: &AdapterError| e.class.is_retryable())
         .await
-        .map_err(|e| upstream("order", &e))?;
+        .map_err(|e| match e.class {
+            ErrorClass::NotFound => ServiceError::OrderNotFound(order_id.to_owned()),
+            _ => upstream("order", &e),
+        })?;
     let currency = order.paid.currency;
     let mut lines = Vec::with_capacity(order.lines.len());
     let mut line_discounts_given = false;
