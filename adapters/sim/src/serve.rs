@@ -421,12 +421,9 @@ async fn create_refund(
     };
     match Payment::refund(&app.sim, &req, &key).await {
         Ok(outcome) => refund_answer(&app.sim, StatusCode::CREATED, &outcome.refund_id),
-        Err(e) if e.class == ErrorClass::NotFound && app.sim.payment(&payment_id).is_none() => {
-            Err(ApiError::not_found(
-                "payment_not_found",
-                format!("no payment `{payment_id}`"),
-            ))
-        }
+        Err(e) if e.class == ErrorClass::NotFound && app.sim.payment(&payment_id).is_none() => Err(
+            ApiError::not_found("payment_not_found", format!("no payment `{payment_id}`")),
+        ),
         Err(e) => Err(ApiError::call(e)),
     }
 }
