@@ -720,107 +720,28 @@ async fn push_message<T: Tx + ?Sized>(
     Ok(true)
 }
 
-/// `Store::next_due_at` for a SQL store: pages through the due index with `page_after`,
-/// which returns the next [`NEXT_DUE_PAGE`] running rows with a due time after
-/// `(due_at, id)` in that order, as `(due_at, id, lease_until)`; see [`fold_next_due`] for
-/// why this stops after a page or two.
-pub(crate) async fn next_due_at<F, Fut>(
-    now: i64,
-    mut page_after: F,
-) -> Result<Option<i64>, StoreError>
-where
-    F: FnMut(i64, String) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<(i64, String, i64)>, StoreError>>,
-{
-    let mut best = None;
-    // Before every row: no due time is `i64::MIN`.
-    let mut after = (i64::MIN, String::new());
-    loop {
-        let page = page_after(after.0, after.1).await?;
-        match fold_next_due(&mut best, &page, now) {
-            Some(next) => after = next,
-            None => return Ok(best),
-        }
-    }
-}
-
-/// How many rows `next_due_at` reads at a time, in `(due_at, id)` order.
-pub(crate) const NEXT_DUE_PAGE: i64 = 64;
-
-/// Folds one page of `(due_at, id, lease_until)` rows, in `(due_at, id)` order, into the
-/// earliest time an instance can be claimed: its `due_at`, or its lease's end if that is
-/// later. Returns where the next page starts, or `None` when no later row can be earlier.
+/// `Store::next_due_at` for a SQL store as one statement, in a dialect whose two-argument
+/// maximum is `max` and whose placeholder for `now` is `now`.
 ///
-/// A row's time is never before its `due_at`, so once a row's `due_at` reaches the best time
-/// found, no row after it can do better. Only leased rows push a time past their `due_at`,
-/// and there are at most as many as the workers hold, so this reads a page or two through the
-/// `(status, due_at, id)` index instead of every parked instance — an idle daemon with a
-/// million timers pays as little as one with none.
-pub(crate) fn fold_next_due(
-    best: &mut Option<i64>,
-    page: &[(i64, String, i64)],
-    now: i64,
-) -> Option<(i64, String)> {
-    for (due, _, lease_until) in page {
-        if best.is_some_and(|b| *due >= b) {
-            return None;
-        }
-        let at = if *lease_until > now {
-            (*due).max(*lease_until)
-        } else {
-            *due
-        };
-        *best = Some(best.map_or(at, |b| b.min(at)));
-    }
-    match page.last() {
-        Some((due, id, _)) if page.len() as i64 == NEXT_DUE_PAGE => Some((*due, id.clone())),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(due: i64, id: &str, lease: i64) -> (i64, String, i64) {
-        (due, id.to_owned(), lease)
-    }
-
-    #[test]
-    fn next_due_skips_past_leases_and_stops_early() {
-        let now = 100;
-        // The first row is leased until 500, the second free at 200: 200 wins, and the third
-        // (due 300) is never looked at past the check.
-        let mut best = None;
-        let page = vec![row(50, "a", 500), row(200, "b", 0), row(300, "c", 0)];
-        assert_eq!(fold_next_due(&mut best, &page, now), None);
-        assert_eq!(best, Some(200));
-        // An expired lease does not delay.
-        let mut best = None;
-        assert_eq!(fold_next_due(&mut best, &[row(50, "a", 90)], now), None);
-        assert_eq!(best, Some(50));
-        // Nothing due at all.
-        let mut best = None;
-        assert_eq!(fold_next_due(&mut best, &[], now), None);
-        assert_eq!(best, None);
-    }
-
-    #[test]
-    fn a_full_page_of_leased_rows_asks_for_the_next() {
-        let now = 0;
-        let page: Vec<_> = (0..NEXT_DUE_PAGE)
-            .map(|i| row(i, &format!("i{i:03}"), 10_000))
-            .collect();
-        let mut best = None;
-        let next = fold_next_due(&mut best, &page, now);
-        assert_eq!(best, Some(10_000));
-        assert_eq!(
-            next,
-            Some((NEXT_DUE_PAGE - 1, format!("i{:03}", NEXT_DUE_PAGE - 1)))
-        );
-        // The next page has a free row before the leases end.
-        let mut b2 = best;
-        assert_eq!(fold_next_due(&mut b2, &[row(900, "z", 0)], now), None);
-        assert_eq!(b2, Some(900));
-    }
+/// The answer is the earliest time an instance can be claimed: an unleased running
+/// instance's `due_at`, or a leased one's `due_at` or lease end, whichever is later. The
+/// statement walks the `(status, due_at, id)` index in due order to the first unleased
+/// instance (`first`), then looks at the leased ones due before it, which are all the
+/// instances in front of it. Leased instances are at most what the workers hold, so both
+/// parts read only those and one more row, whatever the number of parked instances: an
+/// idle daemon with a million timers pays as little as one with none. (Until 2026-12-07
+/// this paged through the index 64 rows at a time, one query per page: with 256 held
+/// instances, five round trips and 300 rows carried back on every idle turn of a worker.)
+pub(crate) fn next_due_sql(max: &str, now: &str) -> String {
+    format!(
+        "WITH first AS (SELECT due_at FROM instances \
+           WHERE status = 'running' AND due_at IS NOT NULL AND lease_until <= {now} \
+           ORDER BY due_at LIMIT 1) \
+         SELECT MIN(t) FROM ( \
+           SELECT due_at AS t FROM first \
+           UNION ALL \
+           SELECT {max}(due_at, lease_until) AS t FROM instances \
+           WHERE status = 'running' AND due_at IS NOT NULL AND lease_until > {now} \
+           AND due_at < COALESCE((SELECT due_at FROM first), 9223372036854775807)) AS due"
+    )
 }

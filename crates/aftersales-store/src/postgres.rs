@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use aftersales_core::store::{
@@ -919,22 +919,13 @@ impl Store for PgStore {
     }
 
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        let pool = &self.pool;
-        logic::next_due_at(now, |due, id| async move {
-            sqlx::query_as(
-                "SELECT due_at, id, lease_until FROM instances \
-                 WHERE status = 'running' AND due_at IS NOT NULL \
-                 AND (due_at > $2 OR (due_at = $2 AND id > $3)) \
-                 ORDER BY due_at, id LIMIT $1",
-            )
-            .bind(logic::NEXT_DUE_PAGE)
-            .bind(due)
-            .bind(id)
-            .fetch_all(pool)
+        static SQL: LazyLock<String> =
+            LazyLock::new(|| logic::next_due_sql("GREATEST", "$1::BIGINT"));
+        sqlx::query_scalar(&SQL)
+            .bind(now)
+            .fetch_one(&self.pool)
             .await
             .map_err(db("next_due_at"))
-        })
-        .await
     }
 
     async fn renew_leases(

@@ -1,7 +1,7 @@
 //! The SQLite store: one file, WAL, one writer.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use aftersales_core::store::{
@@ -45,15 +45,20 @@ pub(crate) const INBOX_COLS: &str =
 /// success, and a store that records refunds must not forget a committed write; `FULL` syncs
 /// the WAL on every commit, which group commit keeps affordable. `busy_timeout` is 5 s.
 ///
-/// One write transaction at a time: every writer first takes the one connection of the sqlx
-/// writer pool, and each write transaction starts with `BEGIN IMMEDIATE`, so writers queue
+/// One write transaction at a time: every writer first takes the store's write slot (an
+/// async mutex), and each write transaction starts with `BEGIN IMMEDIATE`, so writers queue
 /// instead of failing with `SQLITE_BUSY` (also against another process on the same file);
-/// reads use a separate small pool. Definitions and sales are written on that sqlx
+/// reads use a separate small pool. Definitions and sales are written on the sqlx writer
 /// connection; creates, commits, deliveries, claims, lease renewals and lock operations run
-/// on a synchronous connection on a blocking thread while their caller holds it
-/// (`crate::sqlite_sync`).
+/// on a synchronous connection on a blocking thread (`crate::sqlite_sync`).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The store's one write slot: every write transaction, on either connection, runs
+    /// while holding it, so they take turns in the process instead of waiting on the file
+    /// lock. (The sqlx pool's own one connection served as the slot until 2026-12-07, but
+    /// sqlx pings a connection through its worker thread on every acquire and release: two
+    /// thread round trips per write transaction.)
+    slot: Arc<tokio::sync::Mutex<()>>,
     writer: SqlitePool,
     reader: SqlitePool,
     /// The synchronous write connection: creates, commits, deliveries, claims, renewals, locks.
@@ -93,6 +98,7 @@ impl SqliteStore {
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(db("sqlite open"))?;
@@ -103,10 +109,12 @@ impl SqliteStore {
         let sync = SyncWriter::open(options.get_filename(), BUSY_TIMEOUT)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db("sqlite open"))?;
         Ok(SqliteStore {
+            slot: Arc::new(tokio::sync::Mutex::new(())),
             writer,
             reader,
             sync,
@@ -139,26 +147,26 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
-    /// Runs `work` as one write transaction on the synchronous connection, holding the sqlx
-    /// writer connection meanwhile: it is the store's one write slot, so this transaction
-    /// and the sqlx ones ([`SqliteStore::begin`]) take turns instead of waiting on the file
-    /// lock.
+    /// Runs `work` as one write transaction on the synchronous connection, holding the
+    /// store's write slot meanwhile, so this transaction and the sqlx ones
+    /// ([`SqliteStore::begin`]) take turns instead of waiting on the file lock.
     async fn write<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut SyncTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let slot = self.writer.acquire().await.map_err(db(op))?;
+        let slot = Arc::clone(&self.slot).lock_owned().await;
         self.sync.transaction(op, slot, work).await
     }
 
     async fn begin(&self, op: &'static str) -> Result<SqliteTx, StoreError> {
-        Ok(SqliteTx(
-            self.writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(db(op))?,
-        ))
+        let slot = Arc::clone(&self.slot).lock_owned().await;
+        let tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db(op))?;
+        Ok(SqliteTx { tx, _slot: slot })
     }
 }
 
@@ -168,12 +176,16 @@ fn is_memory(path_or_url: &str) -> bool {
     }
 }
 
-/// A write transaction (`BEGIN IMMEDIATE` on the single writer connection).
-struct SqliteTx(Transaction<'static, Sqlite>);
+/// A write transaction (`BEGIN IMMEDIATE` on the sqlx writer connection), holding the
+/// store's write slot until it ends.
+struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    _slot: tokio::sync::OwnedMutexGuard<()>,
+}
 
 impl SqliteTx {
     async fn commit(self, op: &'static str) -> Result<(), StoreError> {
-        self.0.commit().await.map_err(db(op))
+        self.tx.commit().await.map_err(db(op))
     }
 }
 
@@ -190,14 +202,14 @@ impl Store for SqliteStore {
         .bind(&def.source)
         .bind(&def.hash)
         .bind(def.deployed_at)
-        .execute(&mut *tx.0)
+        .execute(&mut *tx.tx)
         .await
         .map_err(db("put_definition"))?;
         let hash: String =
             sqlx::query_scalar("SELECT hash FROM definitions WHERE name = ?1 AND version = ?2")
                 .bind(&def.name)
                 .bind(i64::from(def.version))
-                .fetch_one(&mut *tx.0)
+                .fetch_one(&mut *tx.tx)
                 .await
                 .map_err(db("put_definition"))?;
         if hash != def.hash {
@@ -350,22 +362,12 @@ impl Store for SqliteStore {
     }
 
     async fn next_due_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
-        let pool = &self.reader;
-        logic::next_due_at(now, |due, id| async move {
-            sqlx::query_as(
-                "SELECT due_at, id, lease_until FROM instances \
-                 WHERE status = 'running' AND due_at IS NOT NULL \
-                 AND (due_at > ?2 OR (due_at = ?2 AND id > ?3)) \
-                 ORDER BY due_at, id LIMIT ?1",
-            )
-            .bind(logic::NEXT_DUE_PAGE)
-            .bind(due)
-            .bind(id)
-            .fetch_all(pool)
+        static SQL: LazyLock<String> = LazyLock::new(|| logic::next_due_sql("MAX", "?1"));
+        sqlx::query_scalar(&SQL)
+            .bind(now)
+            .fetch_one(&self.reader)
             .await
             .map_err(db("next_due_at"))
-        })
-        .await
     }
 
     async fn renew_leases(
@@ -421,7 +423,7 @@ impl Store for SqliteStore {
             .bind(&s.sku)
             .bind(quantity)
             .bind(s.at)
-            .execute(&mut *tx.0)
+            .execute(&mut *tx.tx)
             .await
             .map_err(db("record_sales"))?;
             new += done.rows_affected();

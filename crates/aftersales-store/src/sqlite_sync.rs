@@ -7,8 +7,8 @@
 //! between transactions, with the same row logic (`crate::logic`) as the PostgreSQL store.
 //!
 //! The connection is the store's second handle on the file. It writes only while its caller
-//! holds the sqlx writer pool's one connection, so the store still has one writer at a time
-//! and `BEGIN IMMEDIATE` never waits on the file lock inside the process.
+//! holds the store's write slot, so the store still has one writer at a time and
+//! `BEGIN IMMEDIATE` never waits on the file lock inside the process.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
