@@ -103,6 +103,10 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// The instances a worker holds a lease on and still needs it for; the heartbeat renews
+/// these.
+type Held = Arc<std::sync::Mutex<HashSet<String>>>;
+
 fn lock_held(
     held: &std::sync::Mutex<HashSet<String>>,
 ) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -656,7 +660,8 @@ impl Engine {
                 let sink = sink.clone();
                 let stop = stop.clone();
                 let cfg = cfg.clone();
-                set.spawn(async move { engine.process(c, &sink, &cfg, &stop).await });
+                let held = Held::default();
+                set.spawn(async move { engine.process(c, &sink, &cfg, &stop, &held).await });
             }
             while set.join_next().await.is_some() {}
         }
@@ -673,7 +678,7 @@ impl Engine {
         );
         let mut set: JoinSet<()> = JoinSet::new();
         // The instances this worker holds, for the heartbeat.
-        let held: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let held = Held::default();
         let mut background: JoinSet<()> = JoinSet::new();
         background.spawn(self.clone().heartbeat(cfg.clone(), held.clone()));
         match self.store.due_feed().await {
@@ -736,11 +741,9 @@ impl Engine {
                             let stop = shutdown.clone();
                             let cfg = cfg.clone();
                             let held = held.clone();
-                            let id = c.instance.id.clone();
-                            lock_held(&held).insert(id.clone());
+                            lock_held(&held).insert(c.instance.id.clone());
                             set.spawn(async move {
-                                engine.process(c, &sink, &cfg, &stop).await;
-                                lock_held(&held).remove(&id);
+                                engine.process(c, &sink, &cfg, &stop, &held).await;
                             });
                         }
                     }
@@ -789,11 +792,7 @@ impl Engine {
     /// claim lasts as long as this process is alive and responsive, and lapses soon after it
     /// dies or stalls (then another node takes the instance over, and this worker's commits
     /// are fenced off). A lease already extended further for a long call is kept.
-    async fn heartbeat(
-        self: Arc<Self>,
-        cfg: WorkerConfig,
-        held: Arc<std::sync::Mutex<HashSet<String>>>,
-    ) {
+    async fn heartbeat(self: Arc<Self>, cfg: WorkerConfig, held: Held) {
         let every = std::time::Duration::from_millis((cfg.lease_ms / 3).max(1) as u64);
         loop {
             tokio::time::sleep(every).await;
@@ -809,8 +808,8 @@ impl Engine {
             {
                 Ok(kept) if kept.len() < ids.len() => {
                     // An instance whose last commit released its lease while the renewal ran
-                    // is not renewed either, and is no longer held once its task returns:
-                    // only those still held have lost their lease.
+                    // is not renewed either; its task stopped listing it as held before it
+                    // sent that commit, so only those still held have lost their lease.
                     let kept: HashSet<&String> = kept.iter().collect();
                     let held_now = lock_held(&held);
                     let lost = ids
@@ -834,13 +833,16 @@ impl Engine {
         }
     }
 
-    /// Processes one claimed instance until it has nothing to dispatch.
+    /// Processes one claimed instance until it has nothing to dispatch. `held` lists it
+    /// until it sends the commit that gives up its lease (or it stops here for any other
+    /// reason), so the heartbeat renews exactly the leases this worker still needs.
     async fn process(
         &self,
         claimed: Claimed,
         sink: &CommitSink,
         cfg: &WorkerConfig,
         stop: &watch::Receiver<bool>,
+        held: &Held,
     ) {
         use tracing::Instrument as _;
         let id = claimed.instance.id.clone();
@@ -852,12 +854,13 @@ impl Engine {
             business_line = %claimed.instance.business_line,
         );
         if let Err(e) = self
-            .process_inner(claimed, sink, cfg, stop)
+            .process_inner(claimed, sink, cfg, stop, held)
             .instrument(span)
             .await
         {
             tracing::error!(instance = %id, error = %e, "processing an instance failed; it stays leased until the lease lapses");
         }
+        lock_held(held).remove(&id);
     }
 
     async fn process_inner(
@@ -866,6 +869,7 @@ impl Engine {
         sink: &CommitSink,
         cfg: &WorkerConfig,
         stop: &watch::Receiver<bool>,
+        held: &Held,
     ) -> Result<(), EngineError> {
         let rec = claimed.instance;
         let lease_version = claimed.lease_version;
@@ -875,7 +879,7 @@ impl Engine {
             Ok(d) => d,
             Err(e) => {
                 return self
-                    .park_broken(&rec, lease_version, claimed.wake, sink, e.to_string())
+                    .park_broken(&rec, lease_version, claimed.wake, sink, held, e.to_string())
                     .await;
             }
         };
@@ -888,6 +892,7 @@ impl Engine {
                         lease_version,
                         claimed.wake,
                         sink,
+                        held,
                         format!("state does not decode: {e}"),
                     )
                     .await;
@@ -982,6 +987,12 @@ impl Engine {
                 now,
             };
             let kinds: Vec<String> = commit.history.iter().map(|h| h.kind.clone()).collect();
+            if release {
+                // From here the heartbeat leaves the lease alone: once this commit lands the
+                // store no longer lists it as ours, and a renewal that misses it must not be
+                // taken for a lost lease.
+                lock_held(held).remove(&rec.id);
+            }
             match sink.commit(commit).await? {
                 CommitOutcome::Applied => {
                     for kind in kinds {
@@ -1084,9 +1095,11 @@ impl Engine {
         lease_version: i64,
         wake: i64,
         sink: &CommitSink,
+        held: &Held,
         why: String,
     ) -> Result<(), EngineError> {
         let now = self.clock.now_ms();
+        lock_held(held).remove(&rec.id);
         tracing::error!(instance = %rec.id, reason = %why, "instance cannot run; flagged for a person");
         sink.commit(Commit {
             instance_id: rec.id.clone(),
