@@ -19,6 +19,7 @@ fn bench_on_sqlite_completes_every_instance_and_prints_its_figures() {
     for label in [
         "workflows/s:",
         "steps/s:",
+        "CPU while running:",
         "start→completion p50/p95/p99:",
         "dispatch latency step 1 p50/p95/p99:",
         "dispatch latency steps 2-5 p50/p95/p99:",

@@ -729,6 +729,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(engine.clone().run(worker_config(args), stop_rx));
     let t0 = Instant::now();
+    let cpu0 = cpu_ticks();
     let ids = start_all(&engine, &timed, "bench.saga5", n, args.concurrency).await?;
     let started_in = t0.elapsed();
     timed
@@ -736,6 +737,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
         .await;
     wait_finished(store.as_ref(), clock.as_ref()).await?;
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu_secs = cpu_ticks().saturating_sub(cpu0) as f64 / 100.0;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     let (hwm, rss) = rss_kib();
@@ -764,6 +766,17 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     println!("  workflows/s:               {}", rate(n as f64, elapsed));
     let steps_per_s = if elapsed > 0.0 { steps / elapsed } else { 0.0 };
     println!("  steps/s:                   {}", rate(steps, elapsed));
+    println!(
+        "  CPU while running:         {cpu_secs:.2} s = {:.0} µs per step, {:.2} of {} cores   (user + system of this process{})",
+        cpu_secs * 1e6 / steps,
+        cpu_secs / elapsed.max(1e-9),
+        std::thread::available_parallelism().map_or(1, usize::from),
+        if args.store == StoreKind::Postgres {
+            "; PostgreSQL's own is not counted"
+        } else {
+            ""
+        }
+    );
     println!(
         "  start→completion p50/p95/p99: {}   (history timestamps, 1 ms resolution)",
         p3(e2e)
