@@ -236,6 +236,7 @@ macro_rules! conformance_tests {
             final_commit_ends_the_instance,
             message_during_lease_keeps_instance_due,
             due_now_keeps_the_earlier_due_time,
+            each_commit_writes_what_changed_and_keeps_the_rest,
             delivery_makes_a_parked_instance_due,
             buffered_event_is_handed_over_at_commit,
             event_reaches_every_matching_waiter_once,
@@ -1346,6 +1347,59 @@ pub async fn due_now_keeps_the_earlier_due_time(store: Arc<dyn Store>) {
         ids(&claim(store, "w2", T0 + 2 * LEASE).await),
         vec!["a", "b"]
     );
+}
+
+/// Commits that change the state alone, then the flag, the due time and the status one at a
+/// time, and then back: each reads back as committed (a SQL store may leave unchanged columns
+/// out of its statement, and must not leave out a changed one), and the flag is counted.
+pub async fn each_commit_writes_what_changed_and_keeps_the_rest(store: Arc<dyn Store>) {
+    let store = &*store;
+    create(store, new_instance("a", T0)).await;
+    let mut c = claim_only(store, "w1", T0, "a").await;
+    let mut step = |state: Value, attention: bool, due: Option<i64>, status: InstanceStatus| {
+        let mut commit = commit_of(&c, T0 + 1);
+        commit.state = JsonText::encode(&state).unwrap();
+        commit.needs_attention = attention;
+        commit.due_at = due;
+        commit.status = status;
+        commit.release = false;
+        c.instance.state = state;
+        commit
+    };
+    let check = |rec: InstanceRecord, state: Value, attention: bool, due: Option<i64>| {
+        assert_eq!(rec.state, state);
+        assert_eq!(rec.needs_attention, attention);
+        assert_eq!(rec.due_at, due);
+    };
+    // The state alone (the instance stays running, due, unflagged).
+    let commit = step(json!({"n": 1}), false, Some(T0), InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 1}), false, Some(T0));
+    // The flag on, then a later due time, then the flag off again.
+    let commit = step(json!({"n": 2}), true, Some(T0), InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 2}), true, Some(T0));
+    assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 1);
+    let commit = step(json!({"n": 3}), true, Some(T0 + 900), InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 3}), true, Some(T0 + 900));
+    let commit = step(json!({"n": 4}), false, Some(T0 + 900), InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 4}), false, Some(T0 + 900));
+    assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 0);
+    // Parked with no due time, then due again.
+    let commit = step(json!({"n": 5}), false, None, InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 5}), false, None);
+    let commit = step(json!({"n": 6}), false, Some(T0 + 2), InstanceStatus::Running);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    check(get(store, "a").await, json!({"n": 6}), false, Some(T0 + 2));
+    // The status last: it ends, and the end clears the due time.
+    let commit = step(json!({"n": 7}), false, Some(T0 + 2), InstanceStatus::Failed);
+    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
+    let rec = get(store, "a").await;
+    assert_eq!(rec.status, InstanceStatus::Failed);
+    check(rec, json!({"n": 7}), false, None);
 }
 
 /// A delivery makes the instance due by the delivery time, bumps its wake counter, and leaves

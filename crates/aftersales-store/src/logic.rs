@@ -19,26 +19,34 @@ pub(crate) struct Head {
     pub status: InstanceStatus,
     pub lease_version: i64,
     pub wake: i64,
+    pub due_at: Option<i64>,
+    pub needs_attention: bool,
 }
 
-/// Heads keyed by instance id, from `(id, status, lease_version, wake)` rows.
-pub(crate) fn heads(
-    rows: Vec<(String, String, i64, i64)>,
-) -> Result<HashMap<String, Head>, StoreError> {
+/// One `(id, status, lease_version, wake, due_at, needs_attention)` row, as `lock_heads`
+/// selects it.
+pub(crate) type HeadRow = (String, String, i64, i64, Option<i64>, bool);
+
+/// Heads keyed by instance id.
+pub(crate) fn heads(rows: Vec<HeadRow>) -> Result<HashMap<String, Head>, StoreError> {
     rows.into_iter()
-        .map(|(id, status, lease_version, wake)| {
-            let status = InstanceStatus::parse(&status).ok_or_else(|| {
-                StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
-            })?;
-            Ok((
-                id,
-                Head {
-                    status,
-                    lease_version,
-                    wake,
-                },
-            ))
-        })
+        .map(
+            |(id, status, lease_version, wake, due_at, needs_attention)| {
+                let status = InstanceStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("instance {id}: unknown status `{status}`"))
+                })?;
+                Ok((
+                    id,
+                    Head {
+                        status,
+                        lease_version,
+                        wake,
+                        due_at,
+                        needs_attention,
+                    },
+                ))
+            },
+        )
         .collect()
 }
 
@@ -48,13 +56,28 @@ pub(crate) struct InstanceUpdate<'a> {
     pub id: &'a str,
     pub status: InstanceStatus,
     pub state: &'a JsonText,
+    /// The due time to store: the stored one when both it and the commit's mean "due now"
+    /// (see `Commit::due_at`).
     pub due_at: Option<i64>,
     pub needs_attention: bool,
+    /// Which of `status`, `due_at` and `needs_attention` differ from the stored row. A store
+    /// may leave the others out of its statement: on SQLite a column left alone costs no
+    /// index write, and `status` no CHECK (an `IN` list SQLite builds a temporary index for
+    /// on every row it checks).
+    pub changed: Changed,
     /// Clear the lease (`lease_owner` null, `lease_until` 0).
     pub release: bool,
     /// Unless releasing, `lease_until` becomes at least this (0: unchanged).
     pub extend_lease: i64,
     pub now: i64,
+}
+
+/// Which indexed or checked columns a commit changes; see [`InstanceUpdate::changed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub status: bool,
+    pub due_at: bool,
+    pub needs_attention: bool,
 }
 
 /// Row operations inside one open transaction.
@@ -464,6 +487,10 @@ fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
     } else {
         c.due_at
     };
+    let due_at = match (head.due_at, due_at) {
+        (Some(stored), Some(new)) if stored <= c.now && new <= c.now => Some(stored),
+        _ => due_at,
+    };
     Planned {
         update: InstanceUpdate {
             id: &c.instance_id,
@@ -471,6 +498,11 @@ fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
             state: &c.state,
             due_at,
             needs_attention: c.needs_attention,
+            changed: Changed {
+                status: c.status != head.status,
+                due_at: due_at != head.due_at,
+                needs_attention: c.needs_attention != head.needs_attention,
+            },
             release: c.release || is_final,
             extend_lease: c.lease_until.unwrap_or(0),
             now: c.now,

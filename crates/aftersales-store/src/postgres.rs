@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Transaction};
 
 use crate::error::db;
-use crate::logic::{self, Head, InstanceUpdate, Tx, heads};
+use crate::logic::{self, Head, HeadRow, InstanceUpdate, Tx, heads};
 use crate::rows::{
     DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
     sql_limit,
@@ -277,9 +277,9 @@ impl Tx for PgTx {
             return Ok(HashMap::new());
         }
         // `FOR UPDATE` above the sort: rows are locked in id order.
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, status, lease_version, wake FROM instances WHERE id = ANY($1) \
-             ORDER BY id FOR UPDATE",
+        let rows: Vec<HeadRow> = sqlx::query_as(
+            "SELECT id, status, lease_version, wake, due_at, needs_attention FROM instances \
+             WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         )
         .bind(ids)
         .fetch_all(&mut *self.0)

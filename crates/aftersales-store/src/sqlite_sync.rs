@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -33,6 +33,26 @@ const TAKE_LOCK: &str = "INSERT INTO named_locks (name, holder, expires_at) VALU
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
              expires_at = excluded.expires_at \
              WHERE named_locks.expires_at <= ?4 OR named_locks.holder = excluded.holder";
+
+/// `update_instances`' statement for each set of changed columns: bit 0 `status`, bit 1
+/// `due_at`, bit 2 `needs_attention`.
+static UPDATE_INSTANCE: LazyLock<[String; 8]> = LazyLock::new(|| {
+    std::array::from_fn(|bits| {
+        format!(
+            "UPDATE instances SET state = ?3, updated_at = ?6, \
+             lease_owner = CASE WHEN ?7 THEN NULL ELSE lease_owner END, \
+             lease_until = CASE WHEN ?7 THEN 0 ELSE MAX(lease_until, ?8) END{}{}{} \
+             WHERE id = ?1",
+            if bits & 1 != 0 { ", status = ?2" } else { "" },
+            if bits & 2 != 0 { ", due_at = ?4" } else { "" },
+            if bits & 4 != 0 {
+                ", needs_attention = ?5"
+            } else {
+                ""
+            },
+        )
+    })
+});
 
 /// `unlock`: only the holder's own lock.
 const RELEASE_LOCK: &str = "DELETE FROM named_locks WHERE name = ?1 AND holder = ?2";
@@ -310,12 +330,24 @@ impl Tx for SyncTx<'_> {
     async fn lock_heads(&mut self, ids: &[String]) -> Result<HashMap<String, Head>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, status, lease_version, wake FROM instances WHERE id = ?1")
+            .prepare_cached(
+                "SELECT id, status, lease_version, wake, due_at, needs_attention \
+                 FROM instances WHERE id = ?1",
+            )
             .map_err(sdb("read instances"))?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(row) = stmt
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row([id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
                 .optional()
                 .map_err(sdb("read instances"))?
             {
@@ -470,18 +502,17 @@ impl Tx for SyncTx<'_> {
     }
 
     async fn update_instances(&mut self, updates: &[InstanceUpdate<'_>]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "UPDATE instances SET status = ?2, state = ?3, \
-                 due_at = CASE WHEN due_at <= ?6 AND ?4 <= ?6 THEN due_at ELSE ?4 END, \
-                 needs_attention = ?5, updated_at = ?6, \
-                 lease_owner = CASE WHEN ?7 THEN NULL ELSE lease_owner END, \
-                 lease_until = CASE WHEN ?7 THEN 0 ELSE MAX(lease_until, ?8) END \
-                 WHERE id = ?1",
-            )
-            .map_err(sdb("update instance"))?;
         for u in updates {
+            // Only the columns that change: a step of a running saga sets neither status nor
+            // due time nor flag, and so writes the row alone, no index and no CHECK.
+            let c = u.changed;
+            let variant = usize::from(c.status)
+                | usize::from(c.due_at) << 1
+                | usize::from(c.needs_attention) << 2;
+            let mut stmt = self
+                .conn
+                .prepare_cached(&UPDATE_INSTANCE[variant])
+                .map_err(sdb("update instance"))?;
             stmt.execute(params![
                 u.id,
                 u.status.as_str(),
