@@ -1380,18 +1380,38 @@ pub async fn each_commit_writes_what_changed_and_keeps_the_rest(store: Arc<dyn S
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     check(get(store, "a").await, json!({"n": 2}), true, Some(T0));
     assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 1);
-    let commit = step(json!({"n": 3}), true, Some(T0 + 900), InstanceStatus::Running);
+    let commit = step(
+        json!({"n": 3}),
+        true,
+        Some(T0 + 900),
+        InstanceStatus::Running,
+    );
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     check(get(store, "a").await, json!({"n": 3}), true, Some(T0 + 900));
-    let commit = step(json!({"n": 4}), false, Some(T0 + 900), InstanceStatus::Running);
+    let commit = step(
+        json!({"n": 4}),
+        false,
+        Some(T0 + 900),
+        InstanceStatus::Running,
+    );
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 4}), false, Some(T0 + 900));
+    check(
+        get(store, "a").await,
+        json!({"n": 4}),
+        false,
+        Some(T0 + 900),
+    );
     assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 0);
     // Parked with no due time, then due again.
     let commit = step(json!({"n": 5}), false, None, InstanceStatus::Running);
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     check(get(store, "a").await, json!({"n": 5}), false, None);
-    let commit = step(json!({"n": 6}), false, Some(T0 + 2), InstanceStatus::Running);
+    let commit = step(
+        json!({"n": 6}),
+        false,
+        Some(T0 + 2),
+        InstanceStatus::Running,
+    );
     assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
     check(get(store, "a").await, json!({"n": 6}), false, Some(T0 + 2));
     // The status last: it ends, and the end clears the due time.

@@ -809,7 +809,7 @@ impl Store for PgStore {
             .map_err(db("claim_due"))?
         };
         tx.commit("claim_due").await?;
-        claimed(rows, messages)
+        Ok(claimed(rows, messages))
     }
 
     async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError> {

@@ -186,33 +186,115 @@ pub(crate) fn sql_limit(limit: usize) -> i64 {
 }
 
 /// Joins claimed rows with their unconsumed messages, in claim order (due time, then id).
-pub(crate) fn claimed(
-    rows: Vec<InstanceRow>,
-    messages: Vec<MessageRow>,
-) -> Result<Vec<Claimed>, StoreError> {
-    let mut inboxes: HashMap<String, Vec<InboxMessage>> = HashMap::new();
+///
+/// Runs after the claim has committed. An instance whose row or one of whose messages does
+/// not decode is left out and logged as an error: it stays leased until its lease lapses and
+/// is then claimed (and reported) again, while the rest of the batch runs. Failing the whole
+/// claim instead would stop every instance behind it in due order, over and over.
+pub(crate) fn claimed(rows: Vec<InstanceRow>, messages: Vec<MessageRow>) -> Vec<Claimed> {
+    let mut inboxes: HashMap<String, Result<Vec<InboxMessage>, StoreError>> = HashMap::new();
     for m in messages {
-        let instance = m.instance_id.clone();
-        inboxes.entry(instance).or_default().push(m.into_message()?);
+        let inbox = inboxes
+            .entry(m.instance_id.clone())
+            .or_insert(Ok(Vec::new()));
+        if let Ok(list) = inbox {
+            match m.into_message() {
+                Ok(msg) => list.push(msg),
+                Err(e) => *inbox = Err(e),
+            }
+        }
     }
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let (lease_version, wake) = (row.lease_version, row.wake);
-        let instance = row.into_record()?;
-        out.push(Claimed {
-            inbox: inboxes.remove(&instance.id).unwrap_or_default(),
-            instance,
-            lease_version,
-            wake,
+        let (id, lease_version, wake) = (row.id.clone(), row.lease_version, row.wake);
+        let decoded = row.into_record().and_then(|instance| {
+            let inbox = inboxes.remove(&instance.id).unwrap_or(Ok(Vec::new()))?;
+            Ok((instance, inbox))
         });
+        match decoded {
+            Ok((instance, inbox)) => out.push(Claimed {
+                inbox,
+                instance,
+                lease_version,
+                wake,
+            }),
+            Err(e) => tracing::error!(
+                instance = %id,
+                error = %e,
+                "a claimed instance does not decode; it is left leased until its lease lapses"
+            ),
+        }
     }
     out.sort_by(|a, b| {
         (a.instance.due_at, &a.instance.id).cmp(&(b.instance.due_at, &b.instance.id))
     });
-    Ok(out)
+    out
 }
 
 /// A `COUNT(*)` as the stats want it.
 pub(crate) fn count(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, due: i64, state: &str) -> InstanceRow {
+        InstanceRow {
+            id: id.to_owned(),
+            parent_id: None,
+            workflow: "wf".to_owned(),
+            version: 1,
+            business_line: "line".to_owned(),
+            status: "running".to_owned(),
+            idempotency_key: None,
+            search_key: None,
+            input: "{}".to_owned(),
+            params: "{}".to_owned(),
+            state: state.to_owned(),
+            meta: "{}".to_owned(),
+            due_at: Some(due),
+            needs_attention: false,
+            created_at: 0,
+            updated_at: 0,
+            lease_version: 3,
+            wake: 0,
+        }
+    }
+
+    fn message(id: i64, instance: &str, payload: &str) -> MessageRow {
+        MessageRow {
+            id,
+            instance_id: instance.to_owned(),
+            kind: "signal".to_owned(),
+            name: "go".to_owned(),
+            correlation: None,
+            dedupe_id: format!("d{id}"),
+            payload: payload.to_owned(),
+            received_at: 0,
+        }
+    }
+
+    #[test]
+    fn an_instance_that_does_not_decode_is_left_out_and_the_rest_are_claimed() {
+        let rows = vec![
+            row("c", 30, "{}"),
+            row("bad-state", 10, "{not json"),
+            row("a", 20, "{\"n\":1}"),
+            row("bad-message", 5, "{}"),
+        ];
+        let messages = vec![
+            message(1, "a", "{\"x\":1}"),
+            message(2, "bad-message", "{}"),
+            message(3, "bad-message", "[unterminated"),
+        ];
+        let out = claimed(rows, messages);
+        let ids: Vec<&str> = out.iter().map(|c| c.instance.id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "c"]);
+        assert_eq!(out[0].inbox.len(), 1);
+        assert_eq!(out[0].instance.state, serde_json::json!({"n": 1}));
+        assert_eq!(out[0].lease_version, 3);
+        assert!(out[1].inbox.is_empty());
+    }
 }

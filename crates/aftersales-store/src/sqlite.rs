@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::error::db;
 use crate::logic::{self, Tx};
-use crate::rows::{DefinitionRow, HistoryRow, InstanceRow, count, sql_limit};
+use crate::rows::{DefinitionRow, HistoryRow, InstanceRow, claimed, count, sql_limit};
 use crate::sqlite_sync::{SyncTx, SyncWriter, complete};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -260,10 +260,14 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let owner = owner.to_owned();
-        self.write("claim_due", move |tx| {
-            tx.claim_due(&owner, now, lease_ms, limit)
-        })
-        .await
+        let (rows, messages) = self
+            .write("claim_due", move |tx| {
+                tx.claim_due(&owner, now, lease_ms, limit)
+            })
+            .await?;
+        // Decoded once the write slot is free again: parsing a batch's JSON is most of a
+        // claim's cost, and the writer is the store's one serial resource.
+        Ok(claimed(rows, messages))
     }
 
     async fn commit(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>, StoreError> {

@@ -18,14 +18,12 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use aftersales_core::store::{
-    Claimed, InboxMessage, MessageKind, NewHistory, NewInstance, StoreError,
-};
+use aftersales_core::store::{InboxMessage, MessageKind, NewHistory, NewInstance, StoreError};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::logic::{Head, InstanceUpdate, Tx, heads};
-use crate::rows::{InstanceRow, MessageRow, claimed, json_text, kind_str, sql_limit};
+use crate::rows::{InstanceRow, MessageRow, json_text, kind_str, sql_limit};
 use crate::sqlite::{INBOX_COLS, INSTANCE_COLS};
 
 /// `try_lock`: insert, or take over a lock that expired or is the holder's already.
@@ -193,13 +191,15 @@ impl<'c> SyncTx<'c> {
 impl SyncTx<'_> {
     /// `Store::claim_due`: leases up to `limit` due instances, oldest due first, and reads
     /// their unconsumed messages.
+    /// `Store::claim_due`'s rows and their unconsumed messages, undecoded: the caller decodes
+    /// them ([`crate::rows::claimed`]) after giving the write slot back.
     pub(crate) fn claim_due(
         &mut self,
         owner: &str,
         now: i64,
         lease_ms: i64,
         limit: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
+    ) -> Result<(Vec<InstanceRow>, Vec<MessageRow>), StoreError> {
         let op = "claim_due";
         let mut claim = self
             .conn
@@ -235,7 +235,7 @@ impl SyncTx<'_> {
                 .map_err(sdb(op))?;
             messages.extend(found);
         }
-        claimed(rows, messages)
+        Ok((rows, messages))
     }
 
     /// `Store::renew_leases`: the ids whose lease this owner still held and now holds longer.
