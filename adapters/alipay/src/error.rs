@@ -10,7 +10,8 @@
 //! | HTTP `429`, `502`, `503` | transient | transient |
 //! | HTTP `500`, `504`, a timeout or a connection lost after sending; `code = 20000` (service unavailable); `ACQ.SYSTEM_ERROR` (Alipay asks for a retry with the same `out_request_no`) | unknown outcome | transient |
 //! | an answer we cannot read, or whose `sign` does not verify | unknown outcome | transient |
-//! | `code = 40004` with another `sub_code` (`ACQ.REASON_TRADE_REFUND_FEE_ERR`, `ACQ.TRADE_NOT_EXIST`, `ACQ.SELLER_BALANCE_NOT_ENOUGH`, ...), `20001`, `40001`, `40002`, `40006`, other HTTP `4xx` | permanent | permanent |
+//! | `code = 40004` with `sub_code = ACQ.TRADE_NOT_EXIST` (Alipay has no such trade) | not found | not found |
+//! | `code = 40004` with another `sub_code` (`ACQ.REASON_TRADE_REFUND_FEE_ERR`, `ACQ.SELLER_BALANCE_NOT_ENOUGH`, ...), `20001`, `40001`, `40002`, `40006`, other HTTP `4xx` | permanent | permanent |
 
 use aftersales_adapter::AdapterError;
 use reqwest::StatusCode;
@@ -104,6 +105,10 @@ impl Call {
                 Call::Mutating(_) => self.lost(&message),
                 Call::Read(a) => AdapterError::transient(KIND, a, message),
             };
+        }
+        if sub_code == Some("ACQ.TRADE_NOT_EXIST") {
+            // Alipay does not know the trade the call names.
+            return AdapterError::not_found(KIND, self.action(), message);
         }
         AdapterError::permanent(KIND, self.action(), message)
     }

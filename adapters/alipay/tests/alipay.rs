@@ -155,7 +155,9 @@ async fn business_refusals_are_permanent() {
         .refund(&refund(&"no-such-trade".into(), cny(1)), &key("k-none"))
         .await
         .unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent);
+    // A trade Alipay does not know is its own class: not found, never retried either.
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
+    assert!(e.message.contains("ACQ.TRADE_NOT_EXIST"), "{e}");
     assert_eq!(api.movements(&pay), vec![cny(100)]);
 }
 

@@ -94,7 +94,7 @@ impl AcmeClient {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         self.send(call, req).await?.ok_or_else(|| {
-            AdapterError::permanent(crate::KIND, "payment.refund", "unknown payment")
+            AdapterError::not_found(crate::KIND, "payment.refund", "unknown payment")
         })
     }
 

@@ -236,7 +236,7 @@ impl ShipBobClient {
         let call = Call::Mutating("warehouse.intercept_shipment");
         let req = self.request(Method::POST, &format!("/order/{order_id}:cancel"));
         self.send(call, req).await?.ok_or_else(|| {
-            AdapterError::permanent(crate::KIND, call.action(), "shipbob 404: no such order")
+            AdapterError::not_found(crate::KIND, call.action(), "shipbob 404: no such order")
         })
     }
 
@@ -291,7 +291,7 @@ impl ShipBobClient {
             .await?
             .map(|_| ())
             .ok_or_else(|| {
-                AdapterError::permanent(crate::KIND, call.action(), "shipbob 404: no such return")
+                AdapterError::not_found(crate::KIND, call.action(), "shipbob 404: no such return")
             })
     }
 

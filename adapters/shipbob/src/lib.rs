@@ -372,11 +372,9 @@ impl Warehouse for ShipBobWarehouse {
     async fn cancel_return(&self, req: &RmaRef, _key: &IdempotencyKey) -> Result<(), AdapterError> {
         let action = "warehouse.cancel_return";
         let id = return_id(action, req)?;
-        let ret = self
-            .client
-            .get_return(action, id)
-            .await?
-            .ok_or_else(|| permanent(action, format!("ShipBob has no return {id}")))?;
+        let ret = self.client.get_return(action, id).await?.ok_or_else(|| {
+            AdapterError::not_found(KIND, action, format!("ShipBob has no return {id}"))
+        })?;
         if status_is(&ret.status, "Cancelled") {
             return Ok(());
         }

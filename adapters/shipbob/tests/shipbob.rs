@@ -191,7 +191,8 @@ async fn business_refusals_are_permanent() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent);
+    // A return ShipBob does not know: not found, not retried either.
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
     // The token is checked by ShipBob, and a bad one is not retried.
     let mut registry = Registry::new();
     aftersales_adapter_shipbob::register(&mut registry);

@@ -121,7 +121,7 @@ impl StripeClient {
             .form(params);
         match self.send(call, req).await? {
             Some(r) => Ok(r),
-            None => Err(AdapterError::permanent(
+            None => Err(AdapterError::not_found(
                 crate::KIND,
                 call.action(),
                 "stripe 404: no such payment",

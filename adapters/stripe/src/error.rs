@@ -11,6 +11,7 @@
 //! | `500`: Stripe documents its result as indeterminate, and replays it for the same key | unknown outcome | transient |
 //! | `504`, a timeout or a connection lost after sending | unknown outcome | transient |
 //! | `2xx` with a body we cannot read | unknown outcome | transient |
+//! | `404`, or `resource_missing` (Stripe has no such payment intent or refund) | not found | not found |
 //! | other `4xx` (`amount_too_large`, `charge_already_refunded`, an `idempotency_error`) | permanent | permanent |
 
 use std::time::{Duration, SystemTime};
@@ -114,6 +115,15 @@ impl Call {
                 Some(d) => e.with_retry_after(d),
                 None => e,
             };
+        }
+        if status == StatusCode::NOT_FOUND
+            || detail
+                .as_ref()
+                .is_some_and(|d| d.code.as_deref() == Some("resource_missing"))
+        {
+            // Stripe does not know an object the call names (a refund of an unknown
+            // payment intent is a 400 `resource_missing`).
+            return AdapterError::not_found(KIND, action, message);
         }
         AdapterError::permanent(KIND, action, message)
     }

@@ -108,6 +108,20 @@ async fn a_503_and_a_429_are_transient_with_retry_after_and_the_retry_pays_once(
 }
 
 #[tokio::test]
+async fn a_refund_of_a_payment_stripe_does_not_know_is_not_found() {
+    let (api, payment) = setup().await;
+    let pay = api.create_payment(usd(1_000));
+    let unknown = aftersales_adapter::ids::PaymentId::new("pi_nobody");
+    let e = payment
+        .refund(&refund(&unknown, usd(100)), &key("k-unknown"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
+    assert!(e.message.contains("resource_missing"), "{e}");
+    assert!(api.movements(&pay).is_empty());
+}
+
+#[tokio::test]
 async fn an_over_refund_is_permanent_and_names_stripes_code() {
     let (api, payment) = setup().await;
     let pay = api.create_payment(usd(1_000));

@@ -98,7 +98,7 @@ impl WechatClient {
         let call = Call::Read("payment.refund");
         match self.send(call, Method::GET, &path, None).await? {
             Some(t) => Ok(t),
-            None => Err(AdapterError::permanent(
+            None => Err(AdapterError::not_found(
                 crate::KIND,
                 "payment.refund",
                 format!("WeChat Pay has no order `{payment_id}`"),
@@ -126,7 +126,7 @@ impl WechatClient {
             .await?
         {
             Some(r) => Ok(r),
-            None => Err(AdapterError::permanent(
+            None => Err(AdapterError::not_found(
                 crate::KIND,
                 call.action(),
                 "WeChat Pay has no such order",

@@ -140,12 +140,12 @@ async fn business_refusals_are_permanent() {
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent);
-    // An unknown order is refused before any refund is sent.
+    // An unknown order is refused (as not found) before any refund is sent.
     let e = payment
         .refund(&refund(&"no-such-order".into(), cny(10)), &key("k-none"))
         .await
         .unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent);
+    assert_eq!(e.class, ErrorClass::NotFound, "{e}");
     // Other currencies and non-positive amounts never leave.
     for (m, k) in [(Money::new(10, Currency::USD), "k-usd"), (cny(0), "k-zero")] {
         let e = payment.refund(&refund(&pay, m), &key(k)).await.unwrap_err();
