@@ -239,6 +239,9 @@ impl AdapterSet {
                 let req = cx.decode::<Refund>()?;
                 let outcome = match p.refund(&req, key).await {
                     Ok(outcome) => outcome,
+                    // Only a refusal is checked by key: `NotFound` says the platform has no
+                    // such payment, so no earlier attempt can have refunded it (and asking by
+                    // key about an unknown payment would fail, and be taken as unknown).
                     Err(e) if e.class() == ErrorClass::Permanent => {
                         self.refund_made_anyway(&req, key, e).await?
                     }
