@@ -68,11 +68,38 @@ fn sdb(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
 }
 
 /// The write connection, shared by the store's clones.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct SyncWriter {
     /// `None` once the store is closed.
     conn: Arc<Mutex<Option<Connection>>>,
+    /// The store's one write slot: every write transaction, on this connection or on the
+    /// sqlx one, runs while holding it, so they take turns in the process instead of
+    /// waiting on the file lock.
+    slot: Arc<tokio::sync::Mutex<()>>,
+    /// Writes waiting for the next transaction, and whether a thread is writing them.
+    queue: Arc<Mutex<Queue>>,
 }
+
+impl std::fmt::Debug for SyncWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncWriter").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    leading: bool,
+}
+
+/// What a queued write answers once its transaction has ended: `Ok` when it committed.
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// A queued write. Given the open transaction, it runs its work and says whether it wrote
+/// (`false`: its work failed, and its savepoint is to be rolled back) and how to answer;
+/// given an error (no transaction could be opened), it answers with that error.
+type Job =
+    Box<dyn for<'t, 'c> FnOnce(Result<&'t mut SyncTx<'c>, &StoreError>) -> (bool, Reply) + Send>;
 
 impl SyncWriter {
     /// Opens the database file (already created and migrated through sqlx) with the pragmas
@@ -92,6 +119,8 @@ impl SyncWriter {
         conn.set_prepared_statement_cache_capacity(64);
         Ok(SyncWriter {
             conn: Arc::new(Mutex::new(Some(conn))),
+            slot: Arc::new(tokio::sync::Mutex::new(())),
+            queue: Arc::default(),
         })
     }
 
@@ -110,35 +139,167 @@ impl SyncWriter {
         }
     }
 
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction on a blocking thread, committing when
-    /// it returns `Ok` and rolling back otherwise (also when it panics). `slot` is the
-    /// store's write slot, held until the transaction has ended even if the caller stops
-    /// waiting for it.
-    pub(crate) async fn transaction<S, T, F>(
-        &self,
-        op: &'static str,
-        slot: S,
-        work: F,
-    ) -> Result<T, StoreError>
+    /// The store's write slot; see [`SyncWriter::slot`].
+    pub(crate) async fn slot(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.slot).lock_owned().await
+    }
+
+    /// Runs `work` in a write transaction on a blocking thread and answers once that
+    /// transaction has committed (its writes are then durable), or with the error that
+    /// rolled them back.
+    ///
+    /// Writes that arrive while a transaction is being written wait, and the next
+    /// transaction takes all of them: each runs in a savepoint, in arrival order, and one
+    /// `COMMIT` (one WAL sync) ends them all. A write whose work fails (or panics) is rolled
+    /// back to its savepoint and answered with its error; the others are unaffected, exactly
+    /// as if each had been a transaction of its own, run one after another. A claim, a start
+    /// and a batch of step commits queued together so cost one sync instead of three.
+    pub(crate) async fn transaction<T, F>(&self, op: &'static str, work: F) -> Result<T, StoreError>
     where
-        S: Send + 'static,
         T: Send + 'static,
         F: FnOnce(&mut SyncTx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            let conn = conn
-                .as_mut()
-                .ok_or_else(|| StoreError::Unavailable(format!("{op}: the store is closed")))?;
-            let mut tx = SyncTx::begin(conn, op)?;
-            let out = work(&mut tx)?;
-            tx.commit(op)?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("{op}: the write thread failed: {e}")))?
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |open: Result<&mut SyncTx<'_>, &StoreError>| {
+            let out = match open {
+                Ok(t) => work(t),
+                Err(e) => Err(StoreError::Unavailable(format!("{op}: {e}"))),
+            };
+            match out {
+                Ok(value) => (
+                    true,
+                    Box::new(move |committed: Result<(), &StoreError>| {
+                        let answer = match committed {
+                            Ok(()) => Ok(value),
+                            Err(e) => Err(StoreError::Unavailable(format!(
+                                "{op}: the commit failed, nothing was written: {e}"
+                            ))),
+                        };
+                        let _ = tx.send(answer);
+                    }) as Reply,
+                ),
+                Err(e) => (
+                    false,
+                    Box::new(move |_: Result<(), &StoreError>| {
+                        let _ = tx.send(Err(e));
+                    }) as Reply,
+                ),
+            }
+        });
+        let lead = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.jobs.push(job);
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead {
+            let leader = Leader {
+                writer: self.clone(),
+                done: false,
+            };
+            tokio::task::spawn_blocking(move || leader.run());
+        }
+        rx.await.map_err(|_| {
+            StoreError::Unavailable(format!("{op}: the write failed (its thread panicked)"))
+        })?
+    }
+}
+
+/// The one thread writing queued jobs (`Queue::leading`).
+struct Leader {
+    writer: SyncWriter,
+    /// Set once it has found the queue empty and stepped down.
+    done: bool,
+}
+
+impl Leader {
+    /// Writes queued jobs, a transaction for everything queued at a time, until none are
+    /// left.
+    fn run(mut self) {
+        let w = &self.writer;
+        loop {
+            let jobs = {
+                let mut queue = w.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.jobs.is_empty() {
+                    queue.leading = false;
+                    self.done = true;
+                    return;
+                }
+                std::mem::take(&mut queue.jobs)
+            };
+            let _slot = w.slot.blocking_lock();
+            let mut conn = w.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(conn) = conn.as_mut() else {
+                fail_all(
+                    jobs,
+                    &StoreError::Unavailable("the store is closed".to_owned()),
+                );
+                continue;
+            };
+            write_jobs(conn, jobs);
+        }
+    }
+}
+
+impl Drop for Leader {
+    /// A leader dropped before it stepped down (its runtime shut down before the blocking
+    /// task ran, or it panicked) steps down here, so the next write starts a new one
+    /// instead of queueing behind nobody.
+    fn drop(&mut self) {
+        if !self.done {
+            self.writer
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .leading = false;
+        }
+    }
+}
+
+/// Answers every job with `e`, running none.
+fn fail_all(jobs: Vec<Job>, e: &StoreError) {
+    for job in jobs {
+        let (_, reply) = job(Err(e));
+        reply(Err(e));
+    }
+}
+
+/// One transaction for `jobs`, each in a savepoint; see [`SyncWriter::transaction`].
+fn write_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+    let op = "write";
+    let mut tx = match SyncTx::begin(conn, op) {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(jobs, &e),
+    };
+    let mut replies: Vec<(bool, Reply)> = Vec::with_capacity(jobs.len());
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        if let Err(e) = tx.conn.execute_batch("SAVEPOINT job").map_err(sdb(op)) {
+            answer(replies, Err(&e));
+            return fail_all(jobs.collect(), &e);
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&mut tx))));
+        let wrote = matches!(ran, Ok((true, _)));
+        let end = if wrote {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Ok(reply) = ran {
+            replies.push(reply);
+        }
+        if let Err(e) = tx.conn.execute_batch(end).map_err(sdb(op)) {
+            // The transaction is in an unknown state: it is rolled back whole (on drop).
+            answer(replies, Err(&e));
+            return fail_all(jobs.collect(), &e);
+        }
+    }
+    let committed = tx.commit(op);
+    answer(replies, committed.as_ref().map(|_| ()));
+}
+
+fn answer(replies: Vec<(bool, Reply)>, committed: Result<(), &StoreError>) {
+    for (_, reply) in replies {
+        reply(committed);
     }
 }
 

@@ -140,7 +140,8 @@ pub struct WorkerConfig {
     /// Commit transactions written at once; `None` (the default) takes the store's
     /// [`Store::commit_writers`]. With 1, a batch is written while the next one gathers;
     /// more overlaps the round trips of several transactions, for a client-server store
-    /// where one transaction's latency, not the database, is the limit. Safe with any
+    /// where one transaction's latency, not the database, is the limit, or lets a store that
+    /// writes what is queued together (SQLite) start on the next batch at once. Safe with any
     /// number: an instance has at most one commit in flight, and a commit transaction locks
     /// its rows in one global order (`aftersales_store::logic::commit`).
     pub commit_writers: Option<usize>,

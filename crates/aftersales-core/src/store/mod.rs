@@ -734,10 +734,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// How many commit transactions a worker writes at once unless told otherwise
-    /// ([`crate::engine::WorkerConfig::commit_writers`]). 1 (the default) for a store with
-    /// one writer; a client-server database, where a transaction's round trips rather than
-    /// the database's work bound one writer, gains from overlapping them.
+    /// How many commit batches a worker has in flight at once unless told otherwise
+    /// ([`crate::engine::WorkerConfig::commit_writers`]). 1 (the default) for a store that
+    /// writes one transaction at a time and gains nothing from a second batch waiting; a
+    /// client-server database, where a transaction's round trips rather than the database's
+    /// work bound one writer, gains from overlapping them, and so does a store that writes
+    /// batches queued together in one transaction (SQLite).
     fn commit_writers(&self) -> usize {
         1
     }
