@@ -92,3 +92,56 @@ async fn open_store_refuses_other_schemes() {
     assert!(err.contains("`mysql:`"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
+
+/// Writes that wait together share one transaction, each in its own savepoint: here 60
+/// creates sent at once, a third of them reusing a taken key with another request. Each is
+/// answered as if it had been written alone, the refused ones wrote nothing, and the rest
+/// are all there, also after reopening the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sent_together_are_answered_each_as_alone() {
+    let file = TempSqlite::new();
+    let store = Arc::new(file.open().await);
+    let mut taken = conformance::new_instance("owner", 1_000);
+    taken.idempotency_key = Some("taken".to_owned());
+    store.create_instance(taken).await.unwrap();
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let store: Arc<dyn Store> = store.clone();
+        calls.spawn(async move {
+            let mut new = conformance::new_instance(&format!("i{i:02}"), 1_000 + i);
+            if i % 3 == 0 {
+                new.idempotency_key = Some("taken".to_owned());
+                new.request_hash = format!("other-{i}");
+            }
+            (i, store.create_instance(new).await)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        let (i, answer) = joined.unwrap();
+        if i % 3 == 0 {
+            assert!(
+                matches!(answer, Err(StoreError::KeyConflict { .. })),
+                "i{i:02}: {answer:?}"
+            );
+        } else {
+            answer.unwrap();
+            created.push(format!("i{i:02}"));
+        }
+    }
+    assert_eq!(created.len(), 40);
+    store.close().await;
+    drop(store);
+
+    let reopened = file.open().await;
+    for i in 0..60 {
+        let id = format!("i{i:02}");
+        let found = reopened.get_instance(&id).await.unwrap();
+        assert_eq!(found.is_some(), i % 3 != 0, "{id}");
+        if found.is_some() {
+            assert_eq!(reopened.history(&id, 0, 10).await.unwrap().len(), 1, "{id}");
+        }
+    }
+    reopened.close().await;
+}
