@@ -480,8 +480,7 @@ impl Tx for PgTx {
         let extend: Vec<i64> = updates.iter().map(|u| u.extend_lease).collect();
         sqlx::query(
             "UPDATE instances AS i SET status = u.status, state = u.state::jsonb, \
-             due_at = CASE WHEN i.due_at <= u.now AND u.due_at <= u.now THEN i.due_at \
-                 ELSE u.due_at END, needs_attention = u.attention, updated_at = u.now, \
+             due_at = u.due_at, needs_attention = u.attention, updated_at = u.now, \
              lease_owner = CASE WHEN u.release THEN NULL ELSE i.lease_owner END, \
              lease_until = CASE WHEN u.release THEN 0 \
                  ELSE GREATEST(i.lease_until, u.extend) END \

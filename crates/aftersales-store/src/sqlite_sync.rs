@@ -6,9 +6,9 @@
 //! transaction's statements run back to back on one thread, as prepared statements kept
 //! between transactions, with the same row logic (`crate::logic`) as the PostgreSQL store.
 //!
-//! The connection is the store's second handle on the file. It writes only while its caller
-//! holds the store's write slot, so the store still has one writer at a time and
-//! `BEGIN IMMEDIATE` never waits on the file lock inside the process.
+//! The connection is the store's second handle on the file. It writes only while holding the
+//! store's write slot, so the store still has one writer at a time and `BEGIN IMMEDIATE`
+//! never waits on the file lock inside the process.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -270,7 +270,7 @@ fn write_jobs(conn: &mut Connection, jobs: Vec<Job>) {
         Ok(tx) => tx,
         Err(e) => return fail_all(jobs, &e),
     };
-    let mut replies: Vec<(bool, Reply)> = Vec::with_capacity(jobs.len());
+    let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
         if let Err(e) = tx.conn.execute_batch("SAVEPOINT job").map_err(sdb(op)) {
@@ -278,15 +278,18 @@ fn write_jobs(conn: &mut Connection, jobs: Vec<Job>) {
             return fail_all(jobs.collect(), &e);
         }
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&mut tx))));
-        let wrote = matches!(ran, Ok((true, _)));
-        let end = if wrote {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
+        let end = match ran {
+            Ok((wrote, reply)) => {
+                replies.push(reply);
+                if wrote {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                }
+            }
+            // Its answer went with it: the caller hears that the write failed.
+            Err(_) => "ROLLBACK TO job; RELEASE job",
         };
-        if let Ok(reply) = ran {
-            replies.push(reply);
-        }
         if let Err(e) = tx.conn.execute_batch(end).map_err(sdb(op)) {
             // The transaction is in an unknown state: it is rolled back whole (on drop).
             answer(replies, Err(&e));
@@ -297,8 +300,8 @@ fn write_jobs(conn: &mut Connection, jobs: Vec<Job>) {
     answer(replies, committed.as_ref().map(|_| ()));
 }
 
-fn answer(replies: Vec<(bool, Reply)>, committed: Result<(), &StoreError>) {
-    for (_, reply) in replies {
+fn answer(replies: Vec<Reply>, committed: Result<(), &StoreError>) {
+    for reply in replies {
         reply(committed);
     }
 }
@@ -351,9 +354,8 @@ impl<'c> SyncTx<'c> {
 
 impl SyncTx<'_> {
     /// `Store::claim_due`: leases up to `limit` due instances, oldest due first, and reads
-    /// their unconsumed messages.
-    /// `Store::claim_due`'s rows and their unconsumed messages, undecoded: the caller decodes
-    /// them ([`crate::rows::claimed`]) after giving the write slot back.
+    /// their unconsumed messages, undecoded: the caller decodes them
+    /// ([`crate::rows::claimed`]) after the transaction, outside the write slot.
     pub(crate) fn claim_due(
         &mut self,
         owner: &str,

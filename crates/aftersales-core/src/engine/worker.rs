@@ -656,12 +656,14 @@ impl Engine {
             }
             total += claimed.len();
             let mut set = JoinSet::new();
+            // No heartbeat here: the set only keeps `process`'s bookkeeping whole.
+            let held = Held::default();
             for c in claimed {
                 let engine = self.clone();
                 let sink = sink.clone();
                 let stop = stop.clone();
                 let cfg = cfg.clone();
-                let held = Held::default();
+                let held = held.clone();
                 set.spawn(async move { engine.process(c, &sink, &cfg, &stop, &held).await });
             }
             while set.join_next().await.is_some() {}
