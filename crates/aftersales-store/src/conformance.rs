@@ -1355,71 +1355,45 @@ pub async fn due_now_keeps_the_earlier_due_time(store: Arc<dyn Store>) {
 pub async fn each_commit_writes_what_changed_and_keeps_the_rest(store: Arc<dyn Store>) {
     let store = &*store;
     create(store, new_instance("a", T0)).await;
-    let mut c = claim_only(store, "w1", T0, "a").await;
-    let mut step = |state: Value, attention: bool, due: Option<i64>, status: InstanceStatus| {
+    let c = claim_only(store, "w1", T0, "a").await;
+    let running = InstanceStatus::Running;
+    // (step, flag, due time, status, flagged instances counted after it), in order: the state
+    // alone; the flag on; a later due time; the flag off; parked with no due time; due again;
+    // and last the status, whose end clears the due time.
+    let steps = [
+        (1, false, Some(T0), running, 0),
+        (2, true, Some(T0), running, 1),
+        (3, true, Some(T0 + 900), running, 1),
+        (4, false, Some(T0 + 900), running, 0),
+        (5, false, None, running, 0),
+        (6, false, Some(T0 + 2), running, 0),
+        (7, false, Some(T0 + 2), InstanceStatus::Failed, 0),
+    ];
+    for (n, attention, due, status, flagged) in steps {
+        let state = json!({ "n": n });
         let mut commit = commit_of(&c, T0 + 1);
         commit.state = JsonText::encode(&state).unwrap();
         commit.needs_attention = attention;
         commit.due_at = due;
         commit.status = status;
         commit.release = false;
-        c.instance.state = state;
-        commit
-    };
-    let check = |rec: InstanceRecord, state: Value, attention: bool, due: Option<i64>| {
-        assert_eq!(rec.state, state);
-        assert_eq!(rec.needs_attention, attention);
-        assert_eq!(rec.due_at, due);
-    };
-    // The state alone (the instance stays running, due, unflagged).
-    let commit = step(json!({"n": 1}), false, Some(T0), InstanceStatus::Running);
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 1}), false, Some(T0));
-    // The flag on, then a later due time, then the flag off again.
-    let commit = step(json!({"n": 2}), true, Some(T0), InstanceStatus::Running);
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 2}), true, Some(T0));
-    assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 1);
-    let commit = step(
-        json!({"n": 3}),
-        true,
-        Some(T0 + 900),
-        InstanceStatus::Running,
-    );
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 3}), true, Some(T0 + 900));
-    let commit = step(
-        json!({"n": 4}),
-        false,
-        Some(T0 + 900),
-        InstanceStatus::Running,
-    );
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(
-        get(store, "a").await,
-        json!({"n": 4}),
-        false,
-        Some(T0 + 900),
-    );
-    assert_eq!(store.stats(T0 + 1).await.unwrap().needs_attention, 0);
-    // Parked with no due time, then due again.
-    let commit = step(json!({"n": 5}), false, None, InstanceStatus::Running);
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 5}), false, None);
-    let commit = step(
-        json!({"n": 6}),
-        false,
-        Some(T0 + 2),
-        InstanceStatus::Running,
-    );
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    check(get(store, "a").await, json!({"n": 6}), false, Some(T0 + 2));
-    // The status last: it ends, and the end clears the due time.
-    let commit = step(json!({"n": 7}), false, Some(T0 + 2), InstanceStatus::Failed);
-    assert_eq!(commit1(store, commit).await, CommitOutcome::Applied);
-    let rec = get(store, "a").await;
-    assert_eq!(rec.status, InstanceStatus::Failed);
-    check(rec, json!({"n": 7}), false, None);
+        assert_eq!(
+            commit1(store, commit).await,
+            CommitOutcome::Applied,
+            "step {n}"
+        );
+        let rec = get(store, "a").await;
+        assert_eq!(rec.state, state, "step {n}");
+        assert_eq!(rec.status, status, "step {n}");
+        assert_eq!(rec.needs_attention, attention, "step {n}");
+        let stored_due = if status.is_final() { None } else { due };
+        assert_eq!(rec.due_at, stored_due, "step {n}");
+        assert_eq!(
+            store.stats(T0 + 1).await.unwrap().needs_attention,
+            flagged,
+            "step {n}"
+        );
+    }
 }
 
 /// A delivery makes the instance due by the delivery time, bumps its wake counter, and leaves
