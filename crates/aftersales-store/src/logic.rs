@@ -3,6 +3,7 @@
 //! name in `aftersales_core::store::memory`, step for step; a backend supplies the row
 //! operations ([`Tx`]) inside one open transaction.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aftersales_core::store::memory::name_matches;
@@ -80,6 +81,40 @@ pub(crate) struct Changed {
     pub needs_attention: bool,
 }
 
+/// History events to append to one instance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Append<'a> {
+    pub id: &'a str,
+    pub events: &'a [NewHistory],
+    /// Each event's `data` as JSON text, when the caller encoded it before the transaction
+    /// (one per event, in order); `None`: the store encodes it.
+    pub texts: Option<&'a [String]>,
+}
+
+impl Append<'_> {
+    /// The `k`th event's data as JSON text: the caller's, or encoded now.
+    pub fn text(&self, k: usize) -> Result<Cow<'_, str>, StoreError> {
+        match self.texts.and_then(|t| t.get(k)) {
+            Some(text) => Ok(Cow::Borrowed(text.as_str())),
+            None => crate::rows::json_text(&self.events[k].data).map(Cow::Owned),
+        }
+    }
+}
+
+/// Each history event's `data` of each commit as JSON text, encoded before the transaction
+/// so a store's single writer does not spend its time encoding; see [`commit`].
+pub(crate) fn history_texts(commits: &[Commit]) -> Result<Vec<Vec<String>>, StoreError> {
+    commits
+        .iter()
+        .map(|c| {
+            c.history
+                .iter()
+                .map(|h| crate::rows::json_text(&h.data))
+                .collect()
+        })
+        .collect()
+}
+
 /// Row operations inside one open transaction.
 #[async_trait]
 pub(crate) trait Tx: Send {
@@ -148,12 +183,16 @@ pub(crate) trait Tx: Send {
 
     /// Appends each instance's history events after its last sequence number, for many
     /// instances in one statement (each instance at most once).
-    async fn append_histories(&mut self, items: &[(&str, &[NewHistory])])
-    -> Result<(), StoreError>;
+    async fn append_histories(&mut self, items: &[Append<'_>]) -> Result<(), StoreError>;
 
     /// Appends history events after the instance's last sequence number.
     async fn append_history(&mut self, id: &str, events: &[NewHistory]) -> Result<(), StoreError> {
-        self.append_histories(&[(id, events)]).await
+        self.append_histories(&[Append {
+            id,
+            events,
+            texts: None,
+        }])
+        .await
     }
 
     /// Sets what each commit changes on its instance row, in one statement (each instance at
@@ -378,11 +417,15 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
     if !fresh.is_empty() {
         let batch: Vec<&NewInstance> = fresh.iter().map(|&i| &news[i]).collect();
         let inserted = tx.insert_instances(&batch).await?;
-        let mut histories: Vec<(&str, &[NewHistory])> = Vec::new();
+        let mut histories: Vec<Append<'_>> = Vec::new();
         for &i in &fresh {
             let n = &news[i];
             if inserted.contains(&n.id) {
-                histories.push((n.id.as_str(), n.history.as_slice()));
+                histories.push(Append {
+                    id: &n.id,
+                    events: &n.history,
+                    texts: None,
+                });
                 out[i] = Some(Ok(Created::New(n.id.clone())));
             } else {
                 alone.push(i);
@@ -412,10 +455,15 @@ pub(crate) async fn create_instances<T: Tx + ?Sized>(
 /// its head again. The two groups touch disjoint instance rows, so the result is the one
 /// the batch order gives, except which of two commits of one batch that start waiting on the
 /// same correlation key takes a buffered event — a race between concurrent commits anyway.
+///
+/// `texts`: each commit's history data as JSON text ([`history_texts`]), in commit order,
+/// when the caller encoded it before the transaction; `None`: encoded as it is written.
 pub(crate) async fn commit<T: Tx + ?Sized>(
     tx: &mut T,
     commits: &[Commit],
+    texts: Option<&[Vec<String>]>,
 ) -> Result<Vec<CommitOutcome>, StoreError> {
+    let texts_of = |i: usize| texts.and_then(|t| t.get(i)).map(Vec::as_slice);
     // Every correlation key whose waits may change, then every instance row a commit writes,
     // each set in one order, before any work: see the crate docs.
     let ids: Vec<String> = commits.iter().map(|c| c.instance_id.clone()).collect();
@@ -455,7 +503,7 @@ pub(crate) async fn commit<T: Tx + ?Sized>(
         }
         match heads.get(&c.instance_id) {
             Some(head) if head.lease_version == c.lease_version => {
-                set_wise.push((c, plan(c, head)));
+                set_wise.push((c, plan(c, head, texts_of(i))));
                 out[i] = Some(CommitOutcome::Applied);
             }
             _ => out[i] = Some(CommitOutcome::Fenced),
@@ -465,7 +513,7 @@ pub(crate) async fn commit<T: Tx + ?Sized>(
 
     for (i, c) in commits.iter().enumerate() {
         if out[i].is_none() {
-            out[i] = Some(commit_one(tx, c).await?);
+            out[i] = Some(commit_one(tx, c, texts_of(i)).await?);
         }
     }
     Ok(out.into_iter().flatten().collect())
@@ -475,9 +523,11 @@ pub(crate) async fn commit<T: Tx + ?Sized>(
 struct Planned<'a> {
     update: InstanceUpdate<'a>,
     waits: &'a [(String, String)],
+    /// The commit's history data as JSON text, when encoded before the transaction.
+    texts: Option<&'a [String]>,
 }
 
-fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
+fn plan<'a>(c: &'a Commit, head: &Head, texts: Option<&'a [String]>) -> Planned<'a> {
     let is_final = c.status.is_final();
     let due_at = if is_final {
         None
@@ -508,6 +558,7 @@ fn plan<'a>(c: &'a Commit, head: &Head) -> Planned<'a> {
             now: c.now,
         },
         waits: if is_final { &[] } else { &c.waits },
+        texts,
     }
 }
 
@@ -522,10 +573,14 @@ async fn write_set_wise<T: Tx + ?Sized>(
     }
     let updates: Vec<InstanceUpdate<'_>> = planned.iter().map(|(_, p)| p.update.clone()).collect();
     tx.update_instances(&updates).await?;
-    let histories: Vec<(&str, &[NewHistory])> = planned
+    let histories: Vec<Append<'_>> = planned
         .iter()
         .filter(|(c, _)| !c.history.is_empty())
-        .map(|(c, _)| (c.instance_id.as_str(), c.history.as_slice()))
+        .map(|(c, p)| Append {
+            id: &c.instance_id,
+            events: &c.history,
+            texts: p.texts,
+        })
         .collect();
     if !histories.is_empty() {
         tx.append_histories(&histories).await?;
@@ -575,7 +630,11 @@ async fn write_set_wise<T: Tx + ?Sized>(
 }
 
 /// One commit on its own, reading its head under the lock the batch already holds.
-async fn commit_one<T: Tx + ?Sized>(tx: &mut T, c: &Commit) -> Result<CommitOutcome, StoreError> {
+async fn commit_one<T: Tx + ?Sized>(
+    tx: &mut T,
+    c: &Commit,
+    texts: Option<&[String]>,
+) -> Result<CommitOutcome, StoreError> {
     let head = match tx.head(&c.instance_id).await? {
         Some(head) if head.lease_version == c.lease_version => head,
         _ => return Ok(CommitOutcome::Fenced),
@@ -586,7 +645,7 @@ async fn commit_one<T: Tx + ?Sized>(tx: &mut T, c: &Commit) -> Result<CommitOutc
     for child in &c.children {
         create_instance(tx, child).await?;
     }
-    write_set_wise(tx, &[(c, plan(c, &head))]).await?;
+    write_set_wise(tx, &[(c, plan(c, &head, texts))]).await?;
 
     if let Some((parent, payload)) = &c.notify_parent {
         let msg = InboxMessage {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aftersales_core::store::{
     Claimed, Commit, CommitOutcome, Created, DefinitionRecord, Delivered, Delivery, DueFeed,
-    HistoryRecord, InboxMessage, InstanceRecord, ListFilter, LockOp, MessageKind, NewHistory,
-    NewInstance, SaleRecord, SalesTotal, Store, StoreError, StoreStats,
+    HistoryRecord, InboxMessage, InstanceRecord, ListFilter, LockOp, MessageKind, NewInstance,
+    SaleRecord, SalesTotal, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection, Executor, Postgres, QueryBuilder, Transaction};
 
 use crate::error::db;
-use crate::logic::{self, Head, HeadRow, InstanceUpdate, Tx, heads};
+use crate::logic::{self, Append, Head, HeadRow, InstanceUpdate, Tx, heads};
 use crate::rows::{
     DefinitionRow, HistoryRow, InstanceRow, MessageRow, claimed, count, json_text, kind_str,
     sql_limit,
@@ -417,11 +417,8 @@ impl Tx for PgTx {
         Ok(inserted.into_iter().collect())
     }
 
-    async fn append_histories(
-        &mut self,
-        items: &[(&str, &[NewHistory])],
-    ) -> Result<(), StoreError> {
-        let rows = items.iter().map(|(_, e)| e.len()).sum();
+    async fn append_histories(&mut self, items: &[Append<'_>]) -> Result<(), StoreError> {
+        let rows = items.iter().map(|a| a.events.len()).sum();
         let mut ids: Vec<&str> = Vec::with_capacity(rows);
         let mut ords: Vec<i64> = Vec::with_capacity(rows);
         let mut ats: Vec<i64> = Vec::with_capacity(rows);
@@ -429,15 +426,15 @@ impl Tx for PgTx {
         let mut steps: Vec<Option<&str>> = Vec::with_capacity(rows);
         let mut attempts: Vec<Option<i64>> = Vec::with_capacity(rows);
         let mut data: Vec<String> = Vec::with_capacity(rows);
-        for (id, events) in items {
-            for (ord, h) in (1..).zip(events.iter()) {
-                ids.push(id);
+        for item in items {
+            for (k, (ord, h)) in (1..).zip(item.events.iter()).enumerate() {
+                ids.push(item.id);
                 ords.push(ord);
                 ats.push(h.at);
                 kinds.push(&h.kind);
                 steps.push(h.step.as_deref());
                 attempts.push(h.attempt.map(i64::from));
-                data.push(json_text(&h.data)?);
+                data.push(item.text(k)?.into_owned());
             }
         }
         if ids.is_empty() {
@@ -821,7 +818,7 @@ impl Store for PgStore {
             .iter()
             .any(|c| !c.children.is_empty() || c.notify_parent.is_some());
         let mut tx = self.begin("commit").await?;
-        let out = logic::commit(&mut tx, &commits).await?;
+        let out = logic::commit(&mut tx, &commits, None).await?;
         tx.commit("commit").await?;
         if wakes_others {
             self.wake.poke(&self.pool);

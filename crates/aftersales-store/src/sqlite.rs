@@ -235,10 +235,13 @@ impl Store for SqliteStore {
         &self,
         news: Vec<NewInstance>,
     ) -> Result<Vec<Result<Created, StoreError>>, StoreError> {
+        // The requests go back with the answer, to be dropped on the caller's task.
         self.write("create_instance", move |tx| {
-            complete("create_instance", logic::create_instances(tx, &news))
+            let out = complete("create_instance", logic::create_instances(tx, &news))?;
+            Ok((out, news))
         })
         .await
+        .map(|(out, _)| out)
     }
 
     async fn claim_due(
@@ -266,10 +269,15 @@ impl Store for SqliteStore {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
+        // Encoded here, on the caller's task, not by the one writing thread; and the commits
+        // go back with the answer, to be dropped here too.
+        let texts = logic::history_texts(&commits)?;
         self.write("commit", move |tx| {
-            complete("commit", logic::commit(tx, &commits))
+            let out = complete("commit", logic::commit(tx, &commits, Some(&texts)))?;
+            Ok((out, commits, texts))
         })
         .await
+        .map(|(out, ..)| out)
     }
 
     async fn deliver(&self, delivery: Delivery, now: i64) -> Result<Delivered, StoreError> {

@@ -18,11 +18,11 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use aftersales_core::store::{InboxMessage, MessageKind, NewHistory, NewInstance, StoreError};
+use aftersales_core::store::{InboxMessage, MessageKind, NewInstance, StoreError};
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::logic::{Head, InstanceUpdate, Tx, heads};
+use crate::logic::{Append, Head, InstanceUpdate, Tx, heads};
 use crate::rows::{InstanceRow, MessageRow, json_text, kind_str, sql_limit};
 use crate::sqlite::{INBOX_COLS, INSTANCE_COLS};
 
@@ -624,10 +624,7 @@ impl Tx for SyncTx<'_> {
         Ok(inserted)
     }
 
-    async fn append_histories(
-        &mut self,
-        items: &[(&str, &[NewHistory])],
-    ) -> Result<(), StoreError> {
+    async fn append_histories(&mut self, items: &[Append<'_>]) -> Result<(), StoreError> {
         let mut last = self
             .conn
             .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE instance_id = ?1")
@@ -639,24 +636,24 @@ impl Tx for SyncTx<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(sdb("append history"))?;
-        for (id, events) in items {
-            if events.is_empty() {
+        for item in items {
+            if item.events.is_empty() {
                 continue;
             }
             let mut seq: i64 = last
-                .query_row([id], |r| r.get(0))
+                .query_row([item.id], |r| r.get(0))
                 .map_err(sdb("append history"))?;
-            for h in *events {
+            for (k, h) in item.events.iter().enumerate() {
                 seq += 1;
                 insert
                     .execute(params![
-                        id,
+                        item.id,
                         seq,
                         h.at,
                         h.kind,
                         h.step,
                         h.attempt,
-                        json_text(&h.data)?
+                        item.text(k)?
                     ])
                     .map_err(sdb("append history"))?;
             }
