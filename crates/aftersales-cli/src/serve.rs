@@ -78,8 +78,8 @@ struct WorkersConfig {
     idle_poll: String,
     /// Most commits in one store transaction.
     commit_batch: usize,
-    /// Commit transactions in flight at once; absent: the store's default (1 on SQLite,
-    /// 2 on PostgreSQL).
+    /// Commit transactions in flight at once; absent: the store's default (2 on SQLite and
+    /// on PostgreSQL).
     commit_writers: Option<usize>,
 }
 

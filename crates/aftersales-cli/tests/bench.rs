@@ -41,6 +41,45 @@ fn bench_on_sqlite_completes_every_instance_and_prints_its_figures() {
 }
 
 #[test]
+fn rounds_run_the_saga_on_fresh_stores_and_end_with_their_median() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args([
+            "bench", "--store", "sqlite", "-n", "10", "-c", "2", "--rounds", "3", "--no-raw",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for round in ["round 1 of 3:", "round 2 of 3:", "round 3 of 3:"] {
+        assert!(stdout.contains(round), "missing `{round}` in:\n{stdout}");
+    }
+    // Every round completes all of its own instances: each has a store of its own.
+    let completed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("completed:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(completed, vec!["10 / 10"; 3], "{stdout}");
+    // Each round's store calls are its own, not a running total.
+    let starts: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("start "))
+        .collect();
+    assert_eq!(starts.len(), 3, "{stdout}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("steps/s over 3 rounds: "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    assert!(summary.contains("; median "), "{summary}");
+    assert_eq!(
+        summary.matches(", ").count(),
+        4,
+        "three rounds, then min and max: {summary}"
+    );
+}
+
+#[test]
 fn waiting_instances_park_and_drain() {
     let out = Command::new(env!("CARGO_BIN_EXE_aftersales"))
         .args([

@@ -150,7 +150,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     pub commit_batch: usize,
     /// Commit transactions written at once (`WorkerConfig::commit_writers`); the store's
-    /// own default when absent (1 on SQLite, 2 on PostgreSQL).
+    /// own default when absent (2 on SQLite and on PostgreSQL).
     #[arg(long)]
     pub commit_writers: Option<usize>,
     /// Instead of the saga: park this many instances on a 7-day wait, then make them due
@@ -170,6 +170,11 @@ pub struct BenchArgs {
     /// Skip the raw store measurements.
     #[arg(long)]
     pub no_raw: bool,
+    /// Saga: run it this many times, each on a fresh scratch store, and end with each run's
+    /// steps/s and their median. A shared machine's speed drifts by more than most changes
+    /// are worth; compare medians (and alternate the binaries being compared).
+    #[arg(long, default_value_t = 1, conflicts_with_all = ["http", "waiting"])]
+    pub rounds: usize,
     /// Saga and `--waiting`: answer every call at once with an empty output instead of
     /// through the simulator, which keeps every call, message and idempotency answer in
     /// memory; what is left is the engine and the store (their CPU and their memory).
@@ -179,8 +184,8 @@ pub struct BenchArgs {
 
 /// Runs `aftersales bench`.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.instances == 0 || args.concurrency == 0 || args.workers == 0 {
-        bail!("-n, -c and --workers must be at least 1");
+    if args.instances == 0 || args.concurrency == 0 || args.workers == 0 || args.rounds == 0 {
+        bail!("-n, -c, --workers and --rounds must be at least 1");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -192,7 +197,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         } else if let Some(n) = args.waiting {
             waiting(&args, n).await
         } else {
-            saga(&args).await
+            sagas(&args).await
         }
     })?;
     Ok(ExitCode::SUCCESS)
@@ -706,9 +711,47 @@ async fn engine_on(
 // ---------------------------------------------------------------------------------------
 // The saga.
 
-async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
-    let n = args.instances;
+/// The saga `--rounds` times, then each round's steps/s and their median.
+async fn sagas(args: &BenchArgs) -> anyhow::Result<()> {
     let calls = calls::StoreCalls::install();
+    let mut rates = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}:", args.rounds);
+        }
+        rates.push(saga(args, calls.as_ref()).await?);
+    }
+    if args.rounds > 1 {
+        let each: Vec<String> = rates.iter().map(|r| group(*r as u64)).collect();
+        rates.sort_by(f64::total_cmp);
+        println!(
+            "steps/s over {} rounds: {}; median {}, min {}, max {}",
+            args.rounds,
+            each.join(", "),
+            group(median(&rates) as u64),
+            group(rates[0] as u64),
+            group(rates[rates.len() - 1] as u64)
+        );
+    }
+    Ok(())
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// One saga run on a fresh scratch store; its steps/s.
+async fn saga(args: &BenchArgs, calls: Option<&calls::StoreCalls>) -> anyhow::Result<f64> {
+    let n = args.instances;
+    if let Some(calls) = calls {
+        // What the previous round's engine did after its figures were printed.
+        calls.reset();
+    }
     let scratch = Scratch::create(args.store, &args.store_url).await?;
     let store = scratch.open().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -790,9 +833,14 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
         p3(later)
     );
     println!(
-        "  peak RSS (VmHWM):          {}   (VmRSS now {}; engine, simulator and load client in one process)",
+        "  peak RSS (VmHWM):          {}   (VmRSS now {}; engine, simulator and load client in one process{})",
         mib(hwm),
-        mib(rss)
+        mib(rss),
+        if args.rounds > 1 {
+            "; the peak of every round so far"
+        } else {
+            ""
+        }
     );
     println!(
         "  store bytes per instance:  {}   ({} → {} bytes{})",
@@ -809,7 +857,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
             ", pg_database_size".to_owned()
         }
     );
-    if let Some(calls) = &calls {
+    if let Some(calls) = calls {
         calls.print(elapsed);
     }
     if !args.no_raw {
@@ -823,7 +871,7 @@ async fn saga(args: &BenchArgs) -> anyhow::Result<()> {
     drop(engine);
     drop(store);
     scratch.remove().await?;
-    Ok(())
+    Ok(steps_per_s)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -973,5 +1021,8 @@ mod tests {
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(12), "12");
         assert_eq!(ms(1_234), "1.23");
+        assert_eq!(median(&[1.0, 5.0, 9.0]), 5.0);
+        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), 3.0);
+        assert_eq!(median(&[]), 0.0);
     }
 }
