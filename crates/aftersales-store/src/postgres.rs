@@ -427,7 +427,10 @@ impl Tx for PgTx {
         let mut attempts: Vec<Option<i64>> = Vec::with_capacity(rows);
         let mut data: Vec<String> = Vec::with_capacity(rows);
         for item in items {
-            for (k, (ord, h)) in (1..).zip(item.events.iter()).enumerate() {
+            // Each event's place among its instance's new ones, from 1.
+            let mut ord: i64 = 0;
+            for (k, h) in item.events.iter().enumerate() {
+                ord += 1;
                 ids.push(item.id);
                 ords.push(ord);
                 ats.push(h.at);
