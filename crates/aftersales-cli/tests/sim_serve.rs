@@ -171,3 +171,55 @@ fn the_http_against_sim_example_serves_every_shipped_business_line() {
         "{stdout}"
     );
 }
+
+/// The `THP_enabled` line of a running process's status, or `None` on a kernel without it.
+#[cfg(target_os = "linux")]
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Starts `aftersales sim serve` with `env` added and returns it once it listens.
+#[cfg(target_os = "linux")]
+fn listening_sim(env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aftersales"))
+        .args(["sim", "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("sim listening on "),
+        "first line: {line:?}"
+    );
+    Running(child)
+}
+
+/// The binary runs on 4 KiB pages (transparent huge pages off) unless the operator sets
+/// `MIMALLOC_ALLOW_THP`, which then decides.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_turns_transparent_huge_pages_off_unless_told_otherwise() {
+    let default = listening_sim(&[]);
+    let Some(seen) = thp_enabled(default.0.id()) else {
+        eprintln!("skipped: this kernel's /proc/PID/status has no THP_enabled line");
+        return;
+    };
+    assert_eq!(seen, "0", "THP_enabled of the binary by default");
+    drop(default);
+
+    let told = listening_sim(&[("MIMALLOC_ALLOW_THP", "1")]);
+    assert_eq!(
+        thp_enabled(told.0.id()).unwrap(),
+        "1",
+        "THP_enabled with MIMALLOC_ALLOW_THP=1"
+    );
+}
