@@ -261,6 +261,12 @@ impl Sim {
             }
             Fault::LostAnswer | Fault::Hang | Fault::None => {}
         }
+        let fingerprint = match key {
+            Some(_) => Some(serde_json::to_string(req).map_err(|e| {
+                AdapterError::permanent(KIND, action, "cannot read the request").with_source(e)
+            })?),
+            None => None,
+        };
         let result = {
             let mut state = self.lock();
             let cx = Ctx {
@@ -269,7 +275,7 @@ impl Sim {
                 action,
                 key,
             };
-            apply_once(&mut state, &cx, req, apply)
+            apply_once(&mut state, &cx, fingerprint, apply)
         };
         match fault {
             Fault::LostAnswer => Err(AdapterError::unknown_outcome(
@@ -775,22 +781,20 @@ fn draw_fault(state: &mut State, config: &SimConfig, action: &str) -> Fault {
 
 /// Replays the first result for the key, or applies the call and records its result.
 /// Refusals are not recorded: nothing happened, so the same key may be tried again.
-fn apply_once<Req, Resp>(
+/// `fingerprint` is the request's JSON text, present when the call has a key.
+fn apply_once<Resp>(
     state: &mut State,
     cx: &Ctx<'_>,
-    req: &Req,
+    fingerprint: Option<String>,
     apply: impl FnOnce(&mut State, &Ctx<'_>) -> Result<Resp, AdapterError>,
 ) -> Result<Resp, AdapterError>
 where
-    Req: Serialize,
     Resp: Serialize + DeserializeOwned,
 {
-    let Some(key) = cx.key else {
+    let (Some(key), Some(fingerprint)) = (cx.key, fingerprint) else {
         return apply(state, cx);
     };
     let scope = cx.action.split_once('.').map_or(cx.action, |(s, _)| s);
-    let fingerprint = serde_json::to_value(req)
-        .map_err(|e| cx.refuse("cannot read the request").with_source(e))?;
     if let Some(first) = state.recorded.get(&(scope, key.clone())) {
         if first.action != cx.action {
             return Err(cx.refuse(format!(

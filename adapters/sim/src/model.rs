@@ -347,7 +347,10 @@ pub struct SimPlatformReturn {
 #[derive(Debug, Clone)]
 pub(crate) struct Recorded {
     pub(crate) action: &'static str,
-    pub(crate) fingerprint: serde_json::Value,
+    /// The request as JSON text. serde_json's maps keep their keys sorted, so the same
+    /// parameters give the same text; text keeps ~100 bytes per call where a `Value` tree
+    /// kept over a kilobyte (a simulator serving a long demo or a benchmark records every key).
+    pub(crate) fingerprint: String,
     pub(crate) response: serde_json::Value,
 }
 
