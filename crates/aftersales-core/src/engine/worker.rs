@@ -1225,35 +1225,82 @@ fn new_instance(p: NewInstanceParts<'_>) -> Result<NewInstance, EngineError> {
 
 /// SHA-256 of the request as the caller made it, with object keys sorted, so the same
 /// request under the same key is recognised and a different one is refused.
+///
+/// The text hashed is the request as one JSON object with the keys `business_line`,
+/// `input`, `meta`, `params`, `search_key`, `version`, `workflow`, compact, every object's
+/// keys in byte order. Stored instances keep this hash, so the text must not change. It is
+/// written straight into the hasher: building it as a string (and the request as a JSON
+/// value first) was a tenth of the daemon's CPU under HTTP intake.
 fn request_hash(req: &StartRequest) -> String {
-    let canonical = canonical(&json!({
-        "workflow": req.workflow,
-        "version": req.version,
-        "business_line": req.business_line,
-        "input": req.input,
-        "params": req.params,
-        "search_key": req.search_key,
-        "meta": req.meta,
-    }));
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    let mut out = Sha256::new();
+    out.update(b"{\"business_line\":");
+    put_json(&mut out, &req.business_line);
+    out.update(b",\"input\":");
+    put_canonical(&mut out, &req.input);
+    out.update(b",\"meta\":");
+    put_canonical(&mut out, &req.meta);
+    out.update(b",\"params\":");
+    put_canonical(&mut out, &req.params);
+    out.update(b",\"search_key\":");
+    put_json(&mut out, &req.search_key);
+    out.update(b",\"version\":");
+    put_json(&mut out, &req.version);
+    out.update(b",\"workflow\":");
+    put_json(&mut out, &req.workflow);
+    out.update(b"}");
+    hex::encode(out.finalize())
 }
 
-fn canonical(v: &Value) -> String {
+/// Feeds `v` to the hasher as compact JSON with every object's keys in byte order.
+fn put_canonical(out: &mut Sha256, v: &Value) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let parts: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
-                .collect();
-            format!("{{{}}}", parts.join(","))
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            // Already in order unless serde_json keeps insertion order (`preserve_order`).
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.update(b"{");
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                put_json(out, k);
+                out.update(b":");
+                put_canonical(out, v);
+            }
+            out.update(b"}");
         }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
+        Value::Array(items) => {
+            out.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.update(b",");
+                }
+                put_canonical(out, item);
+            }
+            out.update(b"]");
+        }
+        scalar => put_json(out, scalar),
+    }
+}
+
+/// Feeds a string, number, boolean, null or option of one to the hasher as compact JSON.
+fn put_json<T: serde::Serialize + ?Sized>(out: &mut Sha256, v: &T) {
+    // Writing these to a hasher cannot fail: serde_json fails only on the writer's errors
+    // and on maps with non-string keys.
+    let _ = serde_json::to_writer(IntoHasher(out), v);
+}
+
+/// An `io::Write` that feeds a hasher.
+struct IntoHasher<'a>(&'a mut Sha256);
+
+impl std::io::Write for IntoHasher<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -1407,6 +1454,122 @@ impl CommitSink {
                     "the commit committer has stopped".to_owned(),
                 ))
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+    use sha2::{Digest as _, Sha256};
+
+    use super::{StartRequest, request_hash};
+
+    /// How the hash's text was built before it was streamed into the hasher; stored
+    /// instances carry hashes of this text, so the streamed text must equal it.
+    fn canonical(v: &Value) -> String {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let parts: Vec<String> = keys
+                    .into_iter()
+                    .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&m[k])))
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
+            Value::Array(items) => format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    fn reference_hash(req: &StartRequest) -> String {
+        let text = canonical(&json!({
+            "workflow": req.workflow,
+            "version": req.version,
+            "business_line": req.business_line,
+            "input": req.input,
+            "params": req.params,
+            "search_key": req.search_key,
+            "meta": req.meta,
+        }));
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    fn request(input: Value, params: Value, meta: Value) -> StartRequest {
+        StartRequest {
+            workflow: "refund_only".to_owned(),
+            version: None,
+            business_line: "apparel".to_owned(),
+            input,
+            params,
+            idempotency_key: Some("k-1".to_owned()),
+            search_key: None,
+            search_seen: None,
+            meta,
+            id: None,
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            (-1.0e12f64..1.0e12).prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn the_hash_of_a_known_request_is_unchanged() {
+        let mut req = request(
+            json!({"order_id": "o-1", "lines": [{"sku": "mug", "qty": 2}], "note": "a \"b\"\n"}),
+            json!({"window": "7d"}),
+            Value::Null,
+        );
+        req.version = Some(3);
+        req.search_key = Some("o-1".to_owned());
+        assert_eq!(request_hash(&req), reference_hash(&req));
+        // The same request built with its keys in another order hashes the same.
+        let mut again = request(
+            json!({"note": "a \"b\"\n", "lines": [{"qty": 2, "sku": "mug"}], "order_id": "o-1"}),
+            json!({"window": "7d"}),
+            Value::Null,
+        );
+        again.version = Some(3);
+        again.search_key = Some("o-1".to_owned());
+        assert_eq!(request_hash(&again), request_hash(&req));
+        // And a different one does not.
+        again.params = json!({"window": "8d"});
+        assert_ne!(request_hash(&again), request_hash(&req));
+    }
+
+    proptest! {
+        #[test]
+        fn the_streamed_hash_equals_the_hash_of_the_canonical_text(
+            input in value(),
+            params in value(),
+            meta in value(),
+            version in proptest::option::of(any::<u32>()),
+            search_key in proptest::option::of(".{0,10}"),
+        ) {
+            let mut req = request(input, params, meta);
+            req.version = version;
+            req.search_key = search_key;
+            prop_assert_eq!(request_hash(&req), reference_hash(&req));
         }
     }
 }
