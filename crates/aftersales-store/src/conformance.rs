@@ -613,13 +613,19 @@ pub async fn batched_creates_answer_each_as_alone(store: Arc<dyn Store>) {
     n1.search_key = Some("order-7".to_owned());
     n1.input = json!({"text": "é \"quoted\" \n", "big": 9_007_199_254_740_993_i64, "f": 1.5});
     n1.meta = json!({"service_order": {"reason": "damaged", "lines": [1, 2]}});
+    // Another new one further down the batch, every JSON column its own.
+    let mut n4 = new_instance("n4", T0 + 1);
+    n4.params = json!({"window_days": 7});
+    n4.state = json!({"at": "n4's start"});
+    n4.meta = json!({"service_order": {"reason": "n4's reason"}});
+    n4.history[0].data = json!({"started": "n4"});
     let out = store
         .create_instances(vec![
             n1.clone(),
             keyed("n2", "k1", "h1"),
             keyed("n3", "k1", "h2"),
             new_instance("old", T0 + 1),
-            new_instance("n4", T0 + 1),
+            n4.clone(),
             keyed("n5", "k0", "h0"),
             keyed("n6", "k0", "hX"),
             keyed("n4", "k9", "h9"),
@@ -682,8 +688,20 @@ pub async fn batched_creates_answer_each_as_alone(store: Arc<dyn Store>) {
         &Created::Existing("old".to_owned())
     );
     assert_eq!(out[4].as_ref().unwrap(), &Created::New("n4".to_owned()));
-    for id in ["n1", "n4"] {
-        assert_eq!(store.history(id, 0, 10).await.unwrap().len(), 1);
+    let got = store.get_instance("n4").await.unwrap().unwrap();
+    assert_eq!(
+        (&got.input, &got.params, &got.state, &got.meta),
+        (&n4.input, &n4.params, &n4.state, &n4.meta),
+        "each instance of a batched create keeps its own JSON"
+    );
+    for n in [&n1, &n4] {
+        let history = store.history(&n.id, 0, 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(
+            history[0].event.data, n.history[0].data,
+            "{}'s first event keeps its own data",
+            n.id
+        );
     }
     for id in ["n2", "n3", "n5", "n6"] {
         assert_eq!(store.get_instance(id).await.unwrap(), None);
