@@ -216,14 +216,18 @@ impl PgTx {
     ) -> Result<(), StoreError> {
         locks.sort_unstable();
         locks.dedup();
-        for lock in locks {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-                .bind(space)
-                .bind(lock)
-                .execute(&mut *self.0)
-                .await
-                .map_err(db(what))?;
+        if locks.is_empty() {
+            return Ok(());
         }
+        // One round trip for all of them. The function scan returns the array's elements in
+        // order and each row's lock is taken as it is produced, so they are taken ascending
+        // (no sort or join in the plan could reorder them).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, l) FROM unnest($2::int4[]) AS l")
+            .bind(space)
+            .bind(locks)
+            .execute(&mut *self.0)
+            .await
+            .map_err(db(what))?;
         Ok(())
     }
 }
