@@ -131,12 +131,12 @@ fn main() -> ExitCode {
 /// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set (then
 /// mimalloc does as it says).
 ///
-/// mimalloc asks the kernel for huge pages on its arenas. The engine frees and allocates many
-/// small values per step, mimalloc hands idle pages back, and every fault on such a range then
-/// has the kernel zero a whole 2 MiB page: 9% of the saga benchmark's samples were that
-/// zeroing (`clear_page_erms`). With 4 KiB pages the saga ran 24% more steps/s over four
-/// alternations (docs/benchmarks.md, fifth session of 2026-12-07). Best effort: a kernel
-/// without the call leaves things as they were.
+/// mimalloc asks the kernel for huge pages on its arenas, so each first touch of a range
+/// (again after mimalloc hands idle memory back) has the kernel zero a whole 2 MiB page: 9%
+/// of the saga benchmark's samples were that zeroing (`clear_page_erms`). With 4 KiB pages
+/// the saga ran a quarter to a third more steps/s in alternated runs (docs/benchmarks.md,
+/// fifth session of 2026-12-07). Best effort: a kernel without the call leaves things as
+/// they were.
 fn huge_pages_off() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
