@@ -454,10 +454,16 @@ impl Engine {
     async fn create(&self, new: NewInstance) -> Result<Created, StoreError> {
         let starter = self.starter.get_or_init(|| {
             let store = self.store.clone();
-            group_committer("start", START_BATCH, 1, move |news: Vec<NewInstance>| {
-                let store = store.clone();
-                async move { store.create_instances(news).await }
-            })
+            let writers = store.commit_writers();
+            group_committer(
+                "start",
+                START_BATCH,
+                writers,
+                move |news: Vec<NewInstance>| {
+                    let store = store.clone();
+                    async move { store.create_instances(news).await }
+                },
+            )
             .0
         });
         match queue(starter, new, "start").await {
