@@ -44,22 +44,17 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_serve_listens_answers_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aftersales"))
-        .args(["sim", "serve", "--listen", "127.0.0.1:0", "--seed", "7"])
-        .args(["--refunds", "pending", "--settle-after", "5m"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut running = Running(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("sim listening on ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_owned();
+    let (mut running, base) = listening_sim(
+        &[
+            "--seed",
+            "7",
+            "--refunds",
+            "pending",
+            "--settle-after",
+            "5m",
+        ],
+        &[],
+    );
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let (status, info) = send(reqwest::Method::GET, &format!("{base}/sim"), None, None).await;
@@ -182,11 +177,12 @@ fn thp_enabled(pid: u32) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
-/// Starts `aftersales sim serve` with `env` added and returns it once it listens.
-#[cfg(target_os = "linux")]
-fn listening_sim(env: &[(&str, &str)]) -> Running {
+/// Starts `aftersales sim serve` on a free port with `args` and `env` added; returns it once
+/// it listens, with its base URL.
+fn listening_sim(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aftersales"))
         .args(["sim", "serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env_remove("MIMALLOC_ALLOW_THP")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -194,13 +190,15 @@ fn listening_sim(env: &[(&str, &str)]) -> Running {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(
-        line.starts_with("sim listening on "),
-        "first line: {line:?}"
-    );
-    Running(child)
+    let base = line
+        .trim()
+        .strip_prefix("sim listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    (running, base)
 }
 
 /// The binary runs on 4 KiB pages (transparent huge pages off) unless the operator sets
@@ -208,7 +206,7 @@ fn listening_sim(env: &[(&str, &str)]) -> Running {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_binary_turns_transparent_huge_pages_off_unless_told_otherwise() {
-    let default = listening_sim(&[]);
+    let (default, _) = listening_sim(&[], &[]);
     let Some(seen) = thp_enabled(default.0.id()) else {
         eprintln!("skipped: this kernel's /proc/PID/status has no THP_enabled line");
         return;
@@ -216,7 +214,7 @@ fn the_binary_turns_transparent_huge_pages_off_unless_told_otherwise() {
     assert_eq!(seen, "0", "THP_enabled of the binary by default");
     drop(default);
 
-    let told = listening_sim(&[("MIMALLOC_ALLOW_THP", "1")]);
+    let (told, _) = listening_sim(&[], &[("MIMALLOC_ALLOW_THP", "1")]);
     assert_eq!(
         thp_enabled(told.0.id()).unwrap(),
         "1",
